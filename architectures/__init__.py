@@ -1,0 +1,1 @@
+"""Interchangeable backbones; every module here is imported by the registry."""

@@ -1,0 +1,73 @@
+"""The backbone contract every architecture family implements.
+
+A backbone maps embeddings ``(B, T, d)`` plus a padding mask ``(B, T)`` (True = real token,
+padding only on the right) to states ``(B, T, d)``. Task heads own the embeddings and outputs, so
+any backbone works with any task.
+"""
+from __future__ import annotations
+
+import pydantic
+import torch
+from torch import nn
+
+
+class BackboneOptions(pydantic.BaseModel):
+    """Options shared by every family; families subclass this to add their own."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    bidirectional: bool = False
+    dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class Backbone(nn.Module):
+    """Base class: subclasses set ``Options``, ``supports_bidirectional`` and ``width_step``."""
+
+    Options: type[BackboneOptions] = BackboneOptions
+    supports_bidirectional: bool = True
+    #: widths the family can take are multiples of this
+    width_step: int = 1
+
+    def __init__(self, d_model: int, n_layers: int, options: BackboneOptions):
+        super().__init__()
+        if options.bidirectional and not self.supports_bidirectional:
+            raise ValueError(f"{type(self).__name__} cannot run bidirectionally")
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.options = options
+
+    @property
+    def causal(self) -> bool:
+        return not self.options.bidirectional
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    @classmethod
+    def sized(cls, target: int, n_layers: int, options: BackboneOptions):
+        """(d_model, options) whose non-embedding parameter count is closest to ``target``."""
+        from architectures.sizing import closest_width
+
+        return closest_width(cls, target, n_layers, options, step=cls.width_step), options
+
+    def num_parameters(self) -> int:
+        """Non-embedding parameters: everything except position-embedding tables."""
+        return sum(p.numel() for name, p in self.named_parameters() if "position_table" not in name)
+
+    def state_size_per_token(self) -> int | None:
+        """Numbers carried from one token to the next at inference (None: grows with length)."""
+        return None
+
+    def receptive_field(self) -> int | None:
+        """How many input positions one output can see (None: unbounded)."""
+        return None
+
+    def describe(self) -> dict:
+        return {
+            "d_model": self.d_model,
+            "n_layers": self.n_layers,
+            "params_non_embedding": self.num_parameters(),
+            "state_size_per_token": self.state_size_per_token(),
+            "receptive_field": self.receptive_field(),
+            "causal": self.causal,
+        }

@@ -1,0 +1,59 @@
+"""Stacked dilated 1-D convolutions with pre-LayerNorm residual blocks."""
+from __future__ import annotations
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.base import Backbone, BackboneOptions
+from harness.registry import ARCHITECTURES
+
+
+class CNNOptions(BackboneOptions):
+    kernel_size: int = pydantic.Field(default=3, ge=1)
+    #: layer i uses dilation ``dilation_growth ** i`` (1 = no dilation)
+    dilation_growth: int = pydantic.Field(default=2, ge=1)
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, d: int, kernel_size: int, dilation: int, causal: bool, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.conv = nn.Conv1d(d, d, kernel_size, dilation=dilation)
+        self.proj = nn.Linear(d, d)
+        self.dropout = nn.Dropout(dropout)
+        total = (kernel_size - 1) * dilation
+        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Zeroing padding makes it indistinguishable from the convolution's own zero padding,
+        # so real positions never depend on how much padding follows them.
+        h = self.norm(x) * mask.unsqueeze(-1).to(x.dtype)
+        h = self.conv(F.pad(h.transpose(1, 2), self.pad)).transpose(1, 2)
+        return x + self.dropout(self.proj(F.gelu(h)))
+
+
+@ARCHITECTURES.register("cnn")
+class CNN(Backbone):
+    Options = CNNOptions
+
+    def __init__(self, d_model: int, n_layers: int, options: CNNOptions):
+        super().__init__(d_model, n_layers, options)
+        self.dilations = [options.dilation_growth ** i for i in range(n_layers)]
+        self.blocks = nn.ModuleList(
+            ConvBlock(d_model, options.kernel_size, dil, self.causal, options.dropout)
+            for dil in self.dilations)
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+    def receptive_field(self) -> int:
+        return 1 + (self.options.kernel_size - 1) * sum(self.dilations)
+
+    def state_size_per_token(self) -> int:
+        # incremental decoding keeps each layer's last (kernel-1)*dilation inputs
+        return sum((self.options.kernel_size - 1) * dil for dil in self.dilations) * self.d_model

@@ -1,0 +1,68 @@
+"""Elman RNN, LSTM and GRU: stacked, optionally bidirectional, on PyTorch's fused kernels."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from architectures.base import Backbone, BackboneOptions
+from harness.registry import ARCHITECTURES
+
+
+class _Recurrent(Backbone):
+    cell: type[nn.RNNBase]
+    #: state vectors per layer and direction (LSTM carries h and c)
+    states_per_layer = 1
+    width_step = 2  # bidirectional mode splits the width between the two directions
+
+    def __init__(self, d_model: int, n_layers: int, options: BackboneOptions):
+        super().__init__(d_model, n_layers, options)
+        if options.bidirectional and d_model % 2:
+            raise ValueError("a bidirectional recurrent backbone needs an even width")
+        self.hidden = d_model // 2 if options.bidirectional else d_model
+        self.rnn = self._make_rnn(d_model, self.hidden, n_layers, options)
+        self.dropout = nn.Dropout(options.dropout)
+
+    def _make_rnn(self, d_in, hidden, n_layers, options) -> nn.RNNBase:
+        return self.cell(d_in, hidden, num_layers=n_layers, batch_first=True,
+                         dropout=options.dropout if n_layers > 1 else 0.0,
+                         bidirectional=options.bidirectional)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Causal mode with right padding needs no packing: padding comes after every real
+        # token, so it cannot reach them. Backward directions must not read padding first.
+        if self.options.bidirectional and not bool(mask.all()):
+            lengths = mask.sum(1).clamp(min=1).cpu()
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+        else:
+            out, _ = self.rnn(x)
+        return self.dropout(out)
+
+    def state_size_per_token(self) -> int:
+        directions = 2 if self.options.bidirectional else 1
+        return self.states_per_layer * self.hidden * self.n_layers * directions
+
+
+@ARCHITECTURES.register("rnn")
+class ElmanRNN(_Recurrent):
+    """Elman network with tanh units."""
+
+    cell = nn.RNN
+
+    def _make_rnn(self, d_in, hidden, n_layers, options):
+        return nn.RNN(d_in, hidden, num_layers=n_layers, nonlinearity="tanh", batch_first=True,
+                      dropout=options.dropout if n_layers > 1 else 0.0,
+                      bidirectional=options.bidirectional)
+
+
+@ARCHITECTURES.register("lstm")
+class LSTM(_Recurrent):
+    cell = nn.LSTM
+    states_per_layer = 2
+
+
+@ARCHITECTURES.register("gru")
+class GRU(_Recurrent):
+    cell = nn.GRU

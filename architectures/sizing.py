@@ -1,0 +1,67 @@
+"""Size presets and parameter matching: each backbone solves its width for a target budget."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import pydantic
+import torch
+
+from harness.registry import ARCHITECTURES, suggest
+
+#: a preset's parameter count must land within this fraction of its target
+TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    n_layers: int
+    #: non-embedding parameters (everything in the backbone but position tables)
+    target_params: int
+
+
+PRESETS = MappingProxyType({
+    "tiny": SizePreset(n_layers=2, target_params=500_000),
+    "small": SizePreset(n_layers=4, target_params=4_000_000),
+    "base": SizePreset(n_layers=8, target_params=25_000_000),
+    "large": SizePreset(n_layers=12, target_params=85_000_000),
+})
+
+
+def count_parameters(cls, d_model: int, n_layers: int, options) -> int:
+    """Non-embedding parameters of a backbone, built on the meta device (no memory, no time)."""
+    with torch.device("meta"):
+        return cls(d_model, n_layers, options).num_parameters()
+
+
+def closest_width(cls, target: int, n_layers: int, options, step: int) -> int:
+    """The multiple of ``step`` whose parameter count is closest to ``target`` (counts grow with width)."""
+    lo, hi = 1, 1
+    while count_parameters(cls, hi * step, n_layers, options) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count_parameters(cls, mid * step, n_layers, options) < target:
+            lo = mid
+        else:
+            hi = mid
+    return min((lo * step, hi * step),
+               key=lambda d: abs(count_parameters(cls, d, n_layers, options) - target))
+
+
+def parse_options(arch: str, options: dict | None):
+    """Validate an architecture's options with its own pydantic model (errors name the field)."""
+    cls = ARCHITECTURES.get(arch)
+    try:
+        return cls, cls.Options(**(options or {}))
+    except pydantic.ValidationError as err:
+        raise ValueError(f"invalid options for architecture {arch!r}:\n{err}") from None
+
+
+def build_backbone(arch: str, size: str, options: dict | None = None):
+    """Build ``arch`` at preset ``size``, its width solved to match the preset's budget."""
+    suggest("size preset", size, PRESETS)
+    preset = PRESETS[size]
+    cls, opts = parse_options(arch, options)
+    d_model, opts = cls.sized(preset.target_params, preset.n_layers, opts)
+    return cls(d_model, preset.n_layers, opts)

@@ -1,0 +1,162 @@
+"""Pre-LayerNorm Transformer on scaled_dot_product_attention, with five position schemes."""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.base import Backbone, BackboneOptions
+from architectures.sizing import closest_width, count_parameters
+from harness.registry import ARCHITECTURES
+
+Position = Literal["none", "sinusoidal", "learned", "rope", "alibi"]
+
+
+class TransformerOptions(BackboneOptions):
+    position: Position = "rope"
+    n_heads: int = pydantic.Field(default=4, ge=1)
+    #: feed-forward width; None means 4 × d_model (size presets set it to match the budget)
+    d_ff: int | None = pydantic.Field(default=None, ge=1)
+    #: length of the learned position table (only for position=learned)
+    max_positions: int = pydantic.Field(default=4096, ge=1)
+    rope_base: float = 10000.0
+
+
+def sinusoidal_table(length: int, d: int, device, dtype) -> torch.Tensor:
+    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+    freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
+    table = torch.zeros(length, d, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: d // 2])
+    return table.to(dtype)
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Press et al. (2022): a geometric sequence; non-powers of two interleave the next power."""
+    def power_of_two(n):
+        start = 2 ** (-8 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return torch.tensor(power_of_two(n_heads))
+    lower = 2 ** math.floor(math.log2(n_heads))
+    extra = power_of_two(2 * lower)[0::2][: n_heads - lower]
+    return torch.tensor(power_of_two(lower) + extra)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, d: int, options: TransformerOptions):
+        super().__init__()
+        self.n_heads = options.n_heads
+        self.head_dim = d // options.n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, d)
+        self.dropout = options.dropout
+
+    def forward(self, x, attn_mask, is_causal, rope):
+        B, T, d = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = rotate(q, *rope), rotate(k, *rope)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, d))
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, d_ff: int, options: TransformerOptions):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attn = Attention(d, options)
+        self.norm2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
+        self.dropout = nn.Dropout(options.dropout)
+
+    def forward(self, x, attn_mask, is_causal, rope):
+        x = x + self.dropout(self.attn(self.norm1(x), attn_mask, is_causal, rope))
+        return x + self.dropout(self.mlp(self.norm2(x)))
+
+
+@ARCHITECTURES.register("transformer")
+class Transformer(Backbone):
+    Options = TransformerOptions
+
+    def __init__(self, d_model: int, n_layers: int, options: TransformerOptions):
+        super().__init__(d_model, n_layers, options)
+        if d_model % options.n_heads or (d_model // options.n_heads) % 2:
+            raise ValueError(f"d_model={d_model} must split into {options.n_heads} heads of even size")
+        self.d_ff = options.d_ff or 4 * d_model
+        self.blocks = nn.ModuleList(Block(d_model, self.d_ff, options) for _ in range(n_layers))
+        self.norm = nn.LayerNorm(d_model)
+        self.input_dropout = nn.Dropout(options.dropout)
+        if options.position == "learned":
+            self.position_table = nn.Embedding(options.max_positions, d_model)
+        if options.position == "alibi":
+            self.register_buffer("slopes", alibi_slopes(options.n_heads), persistent=False)
+
+    @classmethod
+    def width_step_for(cls, options: TransformerOptions) -> int:
+        return 2 * options.n_heads
+
+    @classmethod
+    def sized(cls, target: int, n_layers: int, options: TransformerOptions):
+        """Width in steps of 2·heads with d_ff = 4·width, then d_ff tuned to the exact budget."""
+        d = closest_width(cls, target, n_layers, options, step=cls.width_step_for(options))
+        base = count_parameters(cls, d, n_layers, options.model_copy(update={"d_ff": 4 * d}))
+        per_unit = count_parameters(cls, d, n_layers, options.model_copy(update={"d_ff": 4 * d + 1})) - base
+        d_ff = max(1, 4 * d + round((target - base) / per_unit))
+        return d, options.model_copy(update={"d_ff": d_ff})
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, T, d = x.shape
+        position = self.options.position
+        if position == "sinusoidal":
+            x = x + sinusoidal_table(T, d, x.device, x.dtype)
+        elif position == "learned":
+            if T > self.options.max_positions:
+                raise ValueError(f"sequence length {T} exceeds the learned position table "
+                                 f"(max_positions={self.options.max_positions})")
+            x = x + self.position_table.weight[:T]
+        rope = self._rope(T, x) if position == "rope" else None
+        attn_mask, is_causal = self._mask(mask, x.dtype)
+        x = self.input_dropout(x)
+        for block in self.blocks:
+            x = block(x, attn_mask, is_causal, rope)
+        return self.norm(x)
+
+    def _rope(self, T, x):
+        half = self.d_model // self.options.n_heads // 2
+        inv = self.options.rope_base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+        angles = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv)
+        angles = torch.cat((angles, angles), dim=-1)
+        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+    def _mask(self, mask: torch.Tensor, dtype):
+        """(attn_mask, is_causal) for SDPA; the fused causal path when nothing else is needed."""
+        padded = not bool(mask.all())
+        alibi = self.options.position == "alibi"
+        if not padded and not alibi:
+            return None, self.causal
+        T = mask.shape[1]
+        idx = torch.arange(T, device=mask.device)
+        allowed = mask[:, None, None, :]  # (B, 1, 1, T) keys that are real tokens
+        if self.causal:
+            allowed = allowed & (idx[None, :] <= idx[:, None])
+        if not alibi:
+            return allowed, False
+        distance = (idx[:, None] - idx[None, :]).abs().to(torch.float32)
+        bias = -self.slopes.view(1, -1, 1, 1) * distance  # (1, H, T, T)
+        bias = bias.masked_fill(~allowed, float("-inf"))
+        return bias.to(dtype), False
+
+    def state_size_per_token(self) -> None:
+        return None  # the KV cache grows with the sequence

@@ -1,0 +1,142 @@
+"""The ``harness`` command: run, list, table, export."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from harness.registry import UnknownName
+
+DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "runs")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _seeds(value: str) -> list[int]:
+    try:
+        return [int(v) for v in _csv(value)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate every (arch, task, seed); skip finished runs")
+    run.add_argument("--arch", type=_csv, required=True, help="comma-separated backbones (see `harness list`)")
+    run.add_argument("--tasks", type=_csv, required=True, help="comma-separated tasks, or 'all'")
+    run.add_argument("--size", default="tiny", help="size preset (parameter budget)")
+    run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds")
+    run.add_argument("--budget", default="smoke", help="smoke (CPU minutes) or full (GPU-sized)")
+    run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V[,V...]",
+                     help="override any config field; several values expand to one run each")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help="run store folder")
+    run.add_argument("--data-dir", default=None, help="folder with one sub-folder per dataset")
+    run.add_argument("--wandb", action="store_true", help="track every run in W&B (offline without an API key)")
+    run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
+    run.add_argument("--dry-run", action="store_true", help="print the plan without running it")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="registered backbones, tasks and size presets")
+
+    table = sub.add_parser("table", help="results as a paper table (mean ± std over seeds)")
+    table.add_argument("--results", default=DEFAULT_RESULTS)
+    table.add_argument("--format", default="md", help="md, latex or csv")
+
+    export = sub.add_parser("export", help="every stored number in long format")
+    export.add_argument("--results", default=DEFAULT_RESULTS)
+    export.add_argument("--format", default="csv", help="csv or jsonl")
+    export.add_argument("--output", default=None, help="file to write (default: standard output)")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from harness.measure import resolve_device
+    from harness.registry import TASKS
+    from harness.store import RunStore
+    from harness.sweep import expand, parse_overrides, run_sweep
+    from harness.tables import make_table
+
+    tasks = TASKS.names() if args.tasks == ["all"] else args.tasks
+    configs = expand(args.arch, tasks, size=args.size, seeds=args.seeds, budget=args.budget,
+                     device=resolve_device(args.device), overrides=parse_overrides(args.overrides))
+    store = RunStore(args.results)
+    if args.dry_run:
+        done = sum(store.status(c.run_id) == "finished" for c in configs)
+        print(f"{len(configs)} runs, {done} already finished, {len(configs) - done} to run")
+        for cfg in configs:
+            print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task:12s} size={cfg.size} seed={cfg.seed}"
+                  f"  [{store.status(cfg.run_id) or 'new'}]")
+        return 0
+    tracker = None
+    if args.wandb:
+        from harness.tracking import WandbTracker
+        tracker = WandbTracker
+    summary = run_sweep(configs, store, data_dir=args.data_dir, tracker_factory=tracker,
+                        retry_failed=args.retry_failed, progress=not args.no_progress)
+    ran = ", ".join(f"{n} {status}" for status, n in summary.ran.items()) or "nothing"
+    print(f"\nran: {ran}; already recorded: {summary.skipped}\n")
+    print(make_table(store, "md", run_ids=[c.run_id for c in configs]))
+    return 0 if all(status == "finished" for status in summary.ran) else 1
+
+
+def cmd_list(args) -> int:
+    from architectures.sizing import PRESETS
+    from harness.registry import ARCHITECTURES, TASKS
+
+    print("architectures:")
+    for name in ARCHITECTURES.names():
+        cls = ARCHITECTURES.get(name)
+        options = ", ".join(f"{k}={v.default!r}" for k, v in cls.Options.model_fields.items())
+        both = "causal+bidirectional" if cls.supports_bidirectional else "causal"
+        print(f"  {name:12s} {both:22s} options: {options}")
+    print("tasks:")
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:12s} v{cls.version:4s} budgets: {', '.join(cls.budgets)}  {doc}")
+    print("size presets (non-embedding parameters):")
+    for name, p in PRESETS.items():
+        print(f"  {name:12s} {p.target_params:>12,d} params, {p.n_layers} layers")
+    return 0
+
+
+def cmd_table(args) -> int:
+    from harness.store import RunStore
+    from harness.tables import make_table
+
+    print(make_table(RunStore(args.results), args.format))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from harness.store import RunStore
+    from harness.tables import export
+
+    text = export(RunStore(args.results), args.format)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from harness.data import MissingDataset
+
+    args = build_parser().parse_args(argv)
+    command = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "export": cmd_export}[args.command]
+    try:
+        return command(args)
+    except (UnknownName, MissingDataset, ValueError) as err:
+        print(f"harness: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Run configurations: validated, frozen, and identified by the hash of their content."""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pydantic
+
+from harness.registry import ARCHITECTURES, TASKS, suggest
+
+BUDGETS = ("smoke", "full")
+
+
+class TrainConfig(pydantic.BaseModel):
+    """Optimiser, schedule and budget: identical for every backbone in a comparison."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = pydantic.Field(ge=1)
+    batch_size: int = pydantic.Field(ge=1)
+    #: training sequence length L (length-extrapolation buckets are multiples of it)
+    seq_len: int = pydantic.Field(ge=1)
+    lr: float = pydantic.Field(default=1e-3, gt=0)
+    weight_decay: float = pydantic.Field(default=0.01, ge=0)
+    beta1: float = pydantic.Field(default=0.9, ge=0, lt=1)
+    beta2: float = pydantic.Field(default=0.98, ge=0, lt=1)
+    warmup_steps: int = pydantic.Field(default=50, ge=0)
+    #: cosine decay ends at lr * min_lr_ratio
+    min_lr_ratio: float = pydantic.Field(default=0.1, ge=0, le=1)
+    clip_norm: float = pydantic.Field(default=1.0, gt=0)
+    eval_every: int = pydantic.Field(default=100, ge=1)
+    #: tokens of the dev split scored at each evaluation during training (None: all)
+    dev_eval_tokens: int | None = pydantic.Field(default=None, ge=1)
+    #: tokens of each split scored for the final numbers (None: all)
+    final_eval_tokens: int | None = pydantic.Field(default=None, ge=1)
+    log_every: int = pydantic.Field(default=10, ge=1)
+    #: "bf16" autocasts on CUDA; on the CPU training always runs in float32
+    precision: str = pydantic.Field(default="bf16", pattern="^(bf16|fp32)$")
+
+
+class RunConfig(pydantic.BaseModel):
+    """Everything that determines a run's result; its hash is the run id."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    arch: str
+    task: str
+    size: str = "tiny"
+    seed: int = pydantic.Field(default=0, ge=0)
+    #: resolved device ("cpu", "cuda"); "auto" is resolved before a config is made
+    device: str = "cpu"
+    arch_options: dict[str, Any] = {}
+    task_options: dict[str, Any] = {}
+    train: TrainConfig
+
+    @pydantic.field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v):
+        suggest("architecture", v, ARCHITECTURES.names())
+        return v
+
+    @pydantic.field_validator("task")
+    @classmethod
+    def _known_task(cls, v):
+        suggest("task", v, TASKS.names())
+        return v
+
+    @pydantic.field_validator("size")
+    @classmethod
+    def _known_size(cls, v):
+        from architectures.sizing import PRESETS
+
+        suggest("size preset", v, PRESETS)
+        return v
+
+    @pydantic.field_validator("device")
+    @classmethod
+    def _resolved_device(cls, v):
+        if v != "cpu" and not v.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _normalise_options(self):
+        """Validate options with the arch's and task's own models and store them in full,
+        defaults included, so the run id changes whenever what runs changes."""
+        arch_cls = ARCHITECTURES.get(self.arch)
+        task_cls = TASKS.get(self.task)
+        arch_opts = arch_cls.Options(**self.arch_options).model_dump(mode="json")
+        task_opts = task_cls.Options(**self.task_options).model_dump(mode="json")
+        task_cls.check_arch_options(arch_opts)
+        object.__setattr__(self, "arch_options", arch_opts)
+        object.__setattr__(self, "task_options", task_opts)
+        return self
+
+    @property
+    def run_id(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        """Row label for tables: the architecture plus every option that differs from its default."""
+        defaults = ARCHITECTURES.get(self.arch).Options().model_dump(mode="json")
+        changed = [f"{k}={v}" for k, v in sorted(self.arch_options.items()) if defaults.get(k) != v]
+        return f"{self.arch}[{','.join(changed)}]" if changed else self.arch

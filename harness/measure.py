@@ -1,0 +1,134 @@
+"""What every efficiency number carries: timing with device synchronisation, peak memory, and
+the environment (git SHA, device, library versions)."""
+from __future__ import annotations
+
+import functools
+import platform
+import resource
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Stopwatch:
+    """Accumulates time over several intervals, synchronising the device at each edge."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.elapsed = 0.0
+        self._start: float | None = None
+
+    def start(self) -> None:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            synchronize(self.device)
+            self.elapsed += time.perf_counter() - self._start
+            self._start = None
+
+    @property
+    def running(self) -> bool:
+        return self._start is not None
+
+
+def inference_tokens_per_s(model, task, batch, device, warmup: int = 2, repeats: int = 5) -> float:
+    """Median tokens/s of forward passes (the task's scoring of ``batch``, no gradients) after
+    ``warmup`` untimed passes, each timed between device synchronisations."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    tokens = task.batch_tokens(batch)
+    times = []
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            task.loss(model, batch)
+            synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    model.train(was_training)
+    return tokens / statistics.median(times)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """(megabytes, what was measured): GPU memory allocated by tensors, or the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024, "peak_rss"
+    except OSError:
+        pass
+    # ru_maxrss is kilobytes on Linux and bytes on macOS
+    scale = 2**20 if platform.system() == "Darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "peak_rss_process"
+
+
+@functools.lru_cache(maxsize=None)
+def git_revision() -> str:
+    """The project's commit, with '-dirty' when the work tree has changes; 'unknown' outside git."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              timeout=10)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip()[:12] + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "git_sha": git_revision(),
+        "device_name": device_name(device),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+    }
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return name

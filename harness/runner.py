@@ -1,0 +1,109 @@
+"""Execute one run: build, train, evaluate, measure, record — whatever happens, it is recorded."""
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+from architectures.sizing import build_backbone
+from harness.config import RunConfig
+from harness.measure import environment, inference_tokens_per_s, peak_memory, reset_peak_memory
+from harness.registry import TASKS
+from harness.store import FINISHED, Metric, RunStore
+from harness.tracking import Tracker
+from harness.train import Diverged, autocast, train_model
+
+CHECKPOINT = "best.pt"
+
+
+def make_task(cfg: RunConfig, data_dir):
+    cls = TASKS.get(cfg.task)
+    return cls(cls.Options(**cfg.task_options), data_dir)
+
+
+def build_model(cfg: RunConfig, task) -> torch.nn.Module:
+    """The model for ``cfg``, initialised from its seed."""
+    torch.manual_seed(cfg.seed)
+    return task.build_model(build_backbone(cfg.arch, cfg.size, cfg.arch_options))
+
+
+def load_trained(store: RunStore, run_id: str, data_dir=None, task=None) -> tuple[RunConfig, torch.nn.Module]:
+    """A finished run's config and model with its best checkpoint loaded (weights only)."""
+    status = store.status(run_id)
+    if status != FINISHED:
+        raise LookupError(f"run {run_id} is {status or 'not in the store'}; only finished runs have a model")
+    cfg = RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
+    task = task or make_task(cfg, data_dir)
+    model = build_model(cfg, task)
+    state = torch.load(store.run_dir(run_id) / CHECKPOINT, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return cfg, model.eval()
+
+
+def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True) -> str:
+    """Train and evaluate a claimed run and record its outcome; returns the status."""
+    run_dir = store.run_dir(cfg.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
+    device = torch.device(cfg.device)
+    started = time.perf_counter()
+    info: dict = {"env": environment(device), "task_version": task.version,
+                  "dtype": "bf16-autocast" if device.type == "cuda" and cfg.train.precision == "bf16" else "fp32",
+                  "batch_shape": [cfg.train.batch_size, cfg.train.seq_len], "train_length": cfg.train.seq_len}
+    metrics: list[Metric] = []
+    tracker = Tracker()
+    try:
+        tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
+        model = build_model(cfg, task)
+        backbone = model.backbone
+        info["backbone"] = backbone.describe()
+        metrics += [Metric("run", "params_non_embedding", backbone.num_parameters()),
+                    Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
+        reset_peak_memory(device)
+        result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
+        torch.save(result.best_state, run_dir / CHECKPOINT)
+        model.load_state_dict(result.best_state)
+        model.eval()
+        with autocast(device, cfg.train):
+            for split in task.final_splits:
+                metrics += task.evaluate(model, split, cfg.train, cfg.train.final_eval_tokens)
+            # the training batch shape, so training and inference figures compare
+            batch = next(task.train_batches(cfg.train, torch.Generator().manual_seed(cfg.seed)))
+            infer = inference_tokens_per_s(model, task, batch, device)
+        memory, memory_kind = peak_memory(device)
+        info["memory_kind"] = memory_kind
+        info["dev_history"] = result.dev_history
+        metrics += [
+            Metric("train", "tokens_per_s", result.tokens_per_s),
+            Metric("train", "best_step", result.best_step),
+            Metric("train", "final_loss", result.final_loss),
+            Metric("inference", "tokens_per_s", infer),
+            Metric("run", "peak_memory_mb", memory),
+            Metric("run", "wall_time_s", time.perf_counter() - started),
+        ]
+        status, error = FINISHED, None
+    except KeyboardInterrupt:
+        store.release(cfg.run_id)
+        raise
+    except Diverged as err:
+        status, error = "diverged", str(err)
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        status, error = "oom", f"{type(err).__name__}: {err}"
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    except Exception:  # recorded, and the sweep goes on
+        status, error = "failed", traceback.format_exc()
+    if status != FINISHED:
+        metrics.append(Metric("run", "wall_time_s", time.perf_counter() - started))
+    (run_dir / "result.json").write_text(json.dumps(
+        {"status": status, "error": error, "info": info,
+         "metrics": [m.__dict__ for m in metrics]}, indent=2, default=str))
+    store.finish(cfg.run_id, status, metrics, info, error)
+    try:
+        tracker.finish(status, metrics, info)
+    except Exception:  # tracking must never lose a result that is already stored
+        traceback.print_exc()
+    return status

@@ -1,0 +1,174 @@
+"""The run store: SQLite (WAL) for configs, statuses and metrics, plus one folder per run.
+
+A run's metrics and its final status are written in one transaction, so a reader never sees a
+half-finished run. Several processes may write at once; each claims a run atomically before it
+trains it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.config import RunConfig
+
+FINISHED = "finished"
+RUNNING = "running"
+#: terminal statuses of runs that did not finish; kept, shown in tables, retried on request
+FAILED_STATUSES = ("failed", "diverged", "oom")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    arch TEXT NOT NULL, task TEXT NOT NULL, size TEXT NOT NULL, seed INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    status TEXT NOT NULL,
+    config TEXT NOT NULL,
+    info TEXT,
+    error TEXT,
+    host TEXT, pid INTEGER,
+    started_at REAL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    split TEXT NOT NULL, metric TEXT NOT NULL, length INTEGER, value REAL
+);
+CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
+"""
+
+_RUN_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+@dataclass(frozen=True)
+class Metric:
+    split: str
+    name: str
+    value: float
+    #: sequence length or length bucket the value belongs to (None: not length-specific)
+    length: int | None = None
+
+
+class RunStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / "runs.sqlite"
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        return conn
+
+    def run_dir(self, run_id: str) -> Path:
+        """The run's folder; ids are hex digests, so it can never point outside the store."""
+        if not _RUN_ID.match(run_id):
+            raise ValueError(f"not a run id: {run_id!r}")
+        return self.root / "runs" / run_id
+
+    def status(self, run_id: str) -> str | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return row[0] if row else None
+
+    def claim(self, cfg: RunConfig, retry_failed: bool = False) -> bool:
+        """Mark ``cfg`` as running by this process, unless it is finished, recorded as failed
+        (and ``retry_failed`` is off) or being run by a live process. True when claimed."""
+        host, pid = socket.gethostname(), os.getpid()
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute("SELECT status, host, pid FROM runs WHERE run_id=?",
+                               (cfg.run_id,)).fetchone()
+            if row is not None:
+                status, other_host, other_pid = row
+                if status == FINISHED or (status in FAILED_STATUSES and not retry_failed):
+                    conn.execute("ROLLBACK")
+                    return False
+                if status == RUNNING and _alive(other_host, other_pid) and other_pid != pid:
+                    conn.execute("ROLLBACK")
+                    return False
+                conn.execute("DELETE FROM metrics WHERE run_id=?", (cfg.run_id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO runs (run_id, arch, task, size, seed, label, status, config,"
+                " host, pid, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (cfg.run_id, cfg.arch, cfg.task, cfg.size, cfg.seed, cfg.label, RUNNING,
+                 cfg.model_dump_json(), host, pid, time.time()))
+            conn.execute("COMMIT")
+            return True
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def finish(self, run_id: str, status: str, metrics: list[Metric], info: dict,
+               error: str | None = None) -> None:
+        """Record the outcome of a claimed run: metrics and status in one transaction."""
+        if status != FINISHED and status not in FAILED_STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
+            conn.executemany(
+                "INSERT INTO metrics (run_id, split, metric, length, value) VALUES (?,?,?,?,?)",
+                [(run_id, m.split, m.name, m.length, float(m.value)) for m in metrics])
+            conn.execute("UPDATE runs SET status=?, info=?, error=?, finished_at=? WHERE run_id=?",
+                         (status, json.dumps(info, default=str), error, time.time(), run_id))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    def release(self, run_id: str) -> None:
+        """Forget a claimed run that was interrupted, so it is neither shown nor skipped."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM runs WHERE run_id=? AND status=?", (run_id, RUNNING))
+
+    def runs(self) -> pd.DataFrame:
+        """One row per recorded run (runs still in progress are left out)."""
+        with self._connect() as conn:
+            frame = pd.read_sql_query(
+                "SELECT * FROM runs WHERE status != ? ORDER BY arch, task, size, seed",
+                conn, params=(RUNNING,))
+        return frame
+
+    def metrics(self) -> pd.DataFrame:
+        """Long format: one row per run × split × metric × length, with the run's identity."""
+        with self._connect() as conn:
+            return pd.read_sql_query(
+                "SELECT r.run_id, r.arch, r.label, r.task, r.size, r.seed, r.status,"
+                " m.split, m.metric, m.length, m.value"
+                " FROM metrics m JOIN runs r USING (run_id) WHERE r.status != ?"
+                " ORDER BY r.arch, r.label, r.task, r.size, r.seed, m.split, m.metric, m.length",
+                conn, params=(RUNNING,))
+
+
+def _alive(host: str | None, pid: int | None) -> bool:
+    """Whether the process that claimed a run may still be running it."""
+    if host != socket.gethostname():
+        return True  # another machine's process: assume it is alive
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,114 @@
+"""A sweep is a list of run configs: expand the command line into one, then run what is not done."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+import yaml
+
+from harness.config import BUDGETS, RunConfig, TrainConfig
+from harness.registry import ARCHITECTURES, TASKS, UnknownName, suggest
+from harness.runner import execute, make_task
+from harness.store import RunStore
+
+
+def parse_overrides(items: list[str]) -> dict[str, list[Any]]:
+    """``["lr=1e-3,3e-3", "position=rope"]`` → ``{"lr": [0.001, 0.003], "position": ["rope"]}``.
+    Values are read as YAML scalars (numbers, booleans, strings); commas give several values."""
+    out: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value[,value...], got {item!r}")
+        out[key.strip()] = [yaml.safe_load(v) for v in value.split(",")]
+    return out
+
+
+def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, task_opts: dict) -> bool:
+    """Put one override where it belongs (``train.``/``arch.``/``task.`` prefixes force a place)."""
+    scope, _, name = key.rpartition(".")
+    places = {"train": (TrainConfig.model_fields, train),
+              "arch": (ARCHITECTURES.get(arch).Options.model_fields, arch_opts),
+              "task": (TASKS.get(task).Options.model_fields, task_opts)}
+    if scope:
+        suggest("override scope", scope, places)
+        places = {scope: places[scope]}
+    for fields, target in places.values():
+        if name in fields:
+            target[name] = value
+            return True
+    return False
+
+
+def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[int] = (0,),
+           budget: str = "smoke", device: str = "cpu",
+           overrides: dict[str, list[Any]] | None = None) -> list[RunConfig]:
+    """Every (arch, task, override combination, seed) as a validated config."""
+    suggest("budget", budget, BUDGETS)
+    for arch in archs:
+        ARCHITECTURES.get(arch)
+    for task in tasks:
+        TASKS.get(task)
+    overrides = overrides or {}
+    keys = list(overrides)
+    configs, used = [], set()
+    for arch, task in itertools.product(archs, tasks):
+        task_cls = TASKS.get(task)
+        for values in itertools.product(*(overrides[k] for k in keys)):
+            train = dict(task_cls.budgets[budget])
+            arch_opts: dict = {}
+            task_opts: dict = {}
+            for key, value in zip(keys, values):
+                if _apply(key, value, arch, task, train, arch_opts, task_opts):
+                    used.add(key)
+            for seed in seeds:
+                try:
+                    configs.append(RunConfig(arch=arch, task=task, size=size, seed=seed, device=device,
+                                             arch_options=arch_opts, task_options=task_opts,
+                                             train=TrainConfig(**train)))
+                except pydantic.ValidationError as err:
+                    raise ValueError(f"invalid configuration for {arch}/{task}:\n{err}") from None
+    unused = [k for k in keys if k not in used]
+    if unused:
+        fields = set(TrainConfig.model_fields)
+        for name in set(archs):
+            fields |= set(ARCHITECTURES.get(name).Options.model_fields)
+        for name in set(tasks):
+            fields |= set(TASKS.get(name).Options.model_fields)
+        raise UnknownName("setting", unused[0].rpartition(".")[2], fields)
+    unique = {cfg.run_id: cfg for cfg in configs}  # an override may not apply to every arch
+    return list(unique.values())
+
+
+@dataclass
+class SweepSummary:
+    ran: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+
+    def add(self, status: str) -> None:
+        self.ran[status] = self.ran.get(status, 0) + 1
+
+
+def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,
+              retry_failed: bool = False, progress: bool = True, log=print) -> SweepSummary:
+    """Run every config not already recorded. Datasets are loaded before anything is claimed,
+    so a missing dataset leaves the store untouched."""
+    tasks = {}
+    for cfg in configs:
+        key = (cfg.task, repr(sorted(cfg.task_options.items())))
+        if key not in tasks:
+            tasks[key] = make_task(cfg, data_dir)
+    summary = SweepSummary()
+    for i, cfg in enumerate(configs, 1):
+        name = f"[{i}/{len(configs)}] {cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+        if not store.claim(cfg, retry_failed=retry_failed):
+            log(f"{name}: {store.status(cfg.run_id)}, skipped")
+            summary.skipped += 1
+            continue
+        task = tasks[(cfg.task, repr(sorted(cfg.task_options.items())))]
+        status = execute(cfg, task, store, tracker_factory, progress)
+        log(f"{name}: {status}")
+        summary.add(status)
+    return summary

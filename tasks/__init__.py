@@ -1,0 +1,1 @@
+"""Tasks; every module here is imported by the registry."""

@@ -1,0 +1,71 @@
+"""The task contract: data from real files, a head around any backbone, loss and metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pydantic
+import torch
+from torch import nn
+
+from harness.config import TrainConfig
+from harness.store import Metric
+
+Batch = dict[str, torch.Tensor]
+
+
+class TaskOptions(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+class Task:
+    """Subclasses register with ``@TASKS.register(name)`` and fill in the methods below."""
+
+    Options: type[TaskOptions] = TaskOptions
+    #: stored with every result; bump when data, metric or protocol change
+    version: str = "1"
+    #: budgets by name: TrainConfig fields
+    budgets: dict[str, dict] = {}
+    #: (split, metric) pairs shown by ``harness table``, measured at the training length
+    table_metrics: tuple[tuple[str, str], ...] = ()
+    #: the dev metric used to pick the best checkpoint, and whether lower is better
+    dev_metric: tuple[str, bool] = ("loss", True)
+    #: split scored during training to pick the best checkpoint; splits scored at the end
+    dev_split: str = "valid"
+    final_splits: tuple[str, ...] = ("valid", "test")
+
+    def __init__(self, options: TaskOptions, data_dir: str | Path | None):
+        self.options = options
+        self.data_dir = data_dir
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        """Reject backbone options the task cannot use (e.g. a bidirectional language model)."""
+
+    def dev_score(self, metrics: list[Metric], train: TrainConfig) -> float:
+        """The dev metric at the training length (or with no length)."""
+        name = self.dev_metric[0]
+        for m in metrics:
+            if m.split == self.dev_split and m.name == name and m.length in (None, train.seq_len):
+                return m.value
+        raise KeyError(f"{type(self).__name__}.evaluate returned no {name!r} on {self.dev_split!r}")
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+        """Endless training batches in an order fixed by ``generator``."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def batch_tokens(self, batch: Batch) -> int:
+        """Tokens a batch counts for throughput."""
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, split: str, train: TrainConfig, max_tokens: int | None,
+                 lengths: bool = True) -> list[Metric]:
+        """Metrics on ``split`` (at most ``max_tokens`` of it); with ``lengths`` also per length
+        bucket, as ``Metric.length``."""
+        raise NotImplementedError

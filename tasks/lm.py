@@ -1,0 +1,208 @@
+"""Word-level language modelling on WikiText-2, with perplexity per window length and position."""
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import TrainConfig
+from harness.data import find_dataset
+from harness.registry import TASKS
+from harness.store import Metric
+from tasks.base import Batch, Task, TaskOptions
+
+EOS = "<eos>"
+UNK = "<unk>"
+SPLITS = ("train", "valid", "test")
+
+
+class Corpus:
+    """A tokenised corpus: one id stream per split and a vocabulary sorted by training frequency."""
+
+    def __init__(self, texts: dict[str, list[list[str]]]):
+        counts = Counter(tok for line in texts["train"] for tok in line)
+        counts.setdefault(UNK, 0)
+        self.vocab = [tok for tok, _ in counts.most_common()]
+        self.index = {tok: i for i, tok in enumerate(self.vocab)}
+        unk = self.index[UNK]
+        self.streams = {
+            split: torch.tensor([self.index.get(tok, unk) for line in lines for tok in line],
+                                dtype=torch.long)
+            for split, lines in texts.items()}
+
+    def encode(self, words: list[str]) -> list[int]:
+        unk = self.index[UNK]
+        return [self.index.get(w, unk) for w in words]
+
+
+@functools.lru_cache(maxsize=4)
+def load_wikitext2(folder: Path) -> Corpus:
+    """WikiText-2 as PyTorch's word_language_model reads it: whitespace tokens, <eos> per line."""
+    texts = {}
+    for split in SPLITS:
+        with gzip.open(folder / f"{split}.txt.gz", "rt", encoding="utf-8") as f:
+            texts[split] = [line.split() + [EOS] for line in f]
+    return Corpus(texts)
+
+
+class LMOptions(TaskOptions):
+    #: "adaptive": adaptive softmax over the frequency-sorted vocabulary; "full": plain softmax
+    softmax: Literal["adaptive", "full"] = "adaptive"
+    cutoffs: tuple[int, ...] = (2000, 10000)
+    #: dropout on embeddings and on the backbone's output
+    dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+    #: evaluation windows, as multiples of the training length L (length extrapolation)
+    eval_length_multiples: tuple[int, ...] = (1, 2, 4)
+    #: tokens per evaluation batch
+    eval_batch_tokens: int = pydantic.Field(default=16384, ge=1)
+
+    @pydantic.field_validator("eval_length_multiples")
+    @classmethod
+    def _starts_at_one(cls, v):
+        if not v or sorted(v) != list(v) or v[0] != 1:
+            raise ValueError("must be increasing and start at 1 (the training length)")
+        return v
+
+
+class LanguageModel(nn.Module):
+    def __init__(self, backbone: nn.Module, vocab_size: int, options: LMOptions):
+        super().__init__()
+        d = backbone.d_model
+        self.embed = nn.Embedding(vocab_size, d)
+        self.backbone = backbone
+        self.dropout = nn.Dropout(options.dropout)
+        if options.softmax == "adaptive":
+            cutoffs = [c for c in options.cutoffs if c < vocab_size - 1]
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(d, vocab_size, cutoffs, div_value=4.0)
+        else:
+            self.head = nn.Linear(d, vocab_size)
+
+    def states(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.backbone(self.dropout(self.embed(inputs)), mask))
+
+    def token_logprobs(self, inputs: torch.Tensor, targets: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+        """log p(targets[b, t] | inputs[b, :t+1]) as (B, T); 0 where ``mask`` is False."""
+        h = self.states(inputs, mask)[mask]
+        t = targets[mask]
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            lp = self.head(h, t).output
+        else:
+            lp = F.log_softmax(self.head(h).float(), dim=-1).gather(1, t[:, None]).squeeze(1)
+        out = torch.zeros(targets.shape, dtype=lp.dtype, device=lp.device)
+        out[mask] = lp
+        return out
+
+    def log_probs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The full next-token distribution, (B, T, V) log-probabilities."""
+        h = self.states(inputs, mask)
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:2], -1)
+        return F.log_softmax(self.head(h).float(), dim=-1)
+
+
+def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cut a stream into non-overlapping windows so that every token after the first is predicted
+    exactly once; the last window is padded. Returns (inputs, targets, mask), each (N, length)."""
+    n_pred = len(stream) - 1
+    n_rows = math.ceil(n_pred / length)
+    inputs = torch.zeros(n_rows * length, dtype=torch.long)
+    targets = torch.zeros(n_rows * length, dtype=torch.long)
+    inputs[:n_pred] = stream[:-1]
+    targets[:n_pred] = stream[1:]
+    mask = torch.arange(n_rows * length) < n_pred
+    return inputs.view(n_rows, length), targets.view(n_rows, length), mask.view(n_rows, length)
+
+
+@TASKS.register("lm")
+class WikiText2LM(Task):
+    """Next-word prediction on WikiText-2; perplexity on valid and test.
+
+    Scored on non-overlapping windows of L, 2L, 4L tokens (L = training length), every token
+    predicted once per window length; ``ppl_by_position`` splits the longest windows' tokens by
+    position, so a model trained on L shows how it fares at positions it never saw.
+    """
+
+    Options = LMOptions
+    version = "1"
+    dataset = "wikitext2"
+    budgets = {
+        "smoke": dict(steps=400, batch_size=32, seq_len=64, lr=6e-3, warmup_steps=40,
+                      eval_every=100, dev_eval_tokens=8192, final_eval_tokens=32768),
+        "full": dict(steps=20000, batch_size=32, seq_len=256, lr=1e-3, warmup_steps=1000,
+                     eval_every=1000),
+    }
+    table_metrics = (("test", "ppl"), ("valid", "ppl"))
+    dev_metric = ("ppl", True)
+    dev_split = "valid"
+    final_splits = ("valid", "test")
+
+    def __init__(self, options: LMOptions, data_dir):
+        super().__init__(options, data_dir)
+        folder = find_dataset(self.dataset, [f"{s}.txt.gz" for s in SPLITS], data_dir)
+        self.corpus = load_wikitext2(folder.resolve())
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        if arch_options.get("bidirectional"):
+            raise ValueError("task 'lm' needs a causal backbone: set bidirectional=false")
+
+    def build_model(self, backbone: nn.Module) -> LanguageModel:
+        return LanguageModel(backbone, len(self.corpus.vocab), self.options)
+
+    def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+        stream, L, B = self.corpus.streams["train"], train.seq_len, train.batch_size
+        n = (len(stream) - 1) // L
+        if n < B:
+            raise ValueError(f"the training split has {n} windows of {L} tokens, fewer than a batch")
+        offsets = torch.arange(L + 1)
+        while True:
+            order = torch.randperm(n, generator=generator)
+            for i in range(0, n - B + 1, B):
+                yield {"tokens": stream[order[i:i + B, None] * L + offsets]}
+
+    def loss(self, model: LanguageModel, batch: Batch) -> torch.Tensor:
+        tokens = batch["tokens"]
+        mask = torch.ones_like(tokens[:, 1:], dtype=torch.bool)
+        return -model.token_logprobs(tokens[:, :-1], tokens[:, 1:], mask).mean()
+
+    def batch_tokens(self, batch: Batch) -> int:
+        return batch["tokens"][:, 1:].numel()
+
+    @torch.no_grad()
+    def evaluate(self, model, split, train, max_tokens, lengths=True):
+        stream = self.corpus.streams[split]
+        if max_tokens is not None:
+            stream = stream[: max_tokens + 1]
+        device = next(model.parameters()).device
+        L = train.seq_len
+        multiples = self.options.eval_length_multiples if lengths else (1,)
+        metrics = []
+        for m in multiples:
+            W = L * m
+            nll_by_pos = torch.zeros(W, dtype=torch.float64)
+            count_by_pos = torch.zeros(W, dtype=torch.float64)
+            inputs, targets, mask = windows(stream, W)
+            rows = max(1, self.options.eval_batch_tokens // W)
+            for i in range(0, len(inputs), rows):
+                x, y, k = (t[i:i + rows].to(device) for t in (inputs, targets, mask))
+                lp = model.token_logprobs(x, y, k)
+                nll_by_pos -= lp.double().sum(0).cpu()
+                count_by_pos += k.double().sum(0).cpu()
+            loss = float(nll_by_pos.sum() / count_by_pos.sum())
+            metrics += [Metric(split, "loss", loss, W), Metric(split, "ppl", math.exp(loss), W)]
+            if m == multiples[-1] and len(multiples) > 1:
+                start = 0
+                for end in (L * k for k in multiples):
+                    bucket = float(nll_by_pos[start:end].sum() / count_by_pos[start:end].sum())
+                    metrics.append(Metric(split, "ppl_by_position", math.exp(bucket), end))
+                    start = end
+        return metrics

@@ -1,0 +1,134 @@
+"""The harness command end to end on real data, and its answers to bad input."""
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness.cli import main
+from harness.registry import TASKS
+from harness.store import RunStore
+from tests.conftest import TINY_SETS
+
+
+def harness(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def smoke_store(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("runs")
+    rc = harness("run", "--arch", "lstm,transformer", "--tasks", "lm", "--results", root,
+                 "--data-dir", data_dir, "--device", "cpu", "--no-progress", *TINY_SETS)
+    assert rc == 0
+    return root
+
+
+def test_smoke_run_records_every_number(smoke_store):
+    runs = RunStore(smoke_store).runs()
+    assert sorted(runs.arch) == ["lstm", "transformer"] and (runs.status == "finished").all()
+    m = RunStore(smoke_store).metrics()
+    for arch in ("lstm", "transformer"):
+        mine = m[m.arch == arch]
+        ppl = mine.query("split == 'test' and metric == 'ppl' and length == 16").value
+        assert len(ppl) == 1 and 1 < ppl.iloc[0] < 33278
+        for split, metric in [("train", "tokens_per_s"), ("inference", "tokens_per_s"),
+                              ("run", "peak_memory_mb"), ("run", "wall_time_s"),
+                              ("run", "params_non_embedding")]:
+            value = mine[(mine.split == split) & (mine.metric == metric)].value
+            assert len(value) == 1 and value.iloc[0] > 0, (arch, split, metric)
+    info = json.loads(runs["info"].iloc[0])
+    assert {"git_sha", "device_name", "torch_version"} <= set(info["env"])
+    assert info["memory_kind"].startswith("peak_rss") and info["batch_shape"] == [4, 16]
+    for run_id in runs.run_id:
+        folder = RunStore(smoke_store).run_dir(run_id)
+        assert (folder / "best.pt").is_file() and (folder / "config.json").is_file()
+
+
+def test_second_run_trains_nothing(smoke_store, data_dir, capsys):
+    rc = harness("run", "--arch", "lstm,transformer", "--tasks", "lm", "--results", smoke_store,
+                 "--data-dir", data_dir, "--device", "cpu", "--no-progress", *TINY_SETS)
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "ran: nothing; already recorded: 2" in out
+    assert "lstm" in out and "transformer" in out
+
+
+@pytest.mark.parametrize("fmt,marker", [("md", "| lstm"), ("latex", r"\begin{tabular}"), ("csv", "lm: test ppl mean")])
+def test_table_formats(smoke_store, capsys, fmt, marker):
+    assert harness("table", "--results", smoke_store, "--format", fmt) == 0
+    out = capsys.readouterr().out
+    assert marker in out and "transformer" in out
+
+
+def test_export_is_long_format_readable_by_pandas(smoke_store, tmp_path):
+    target = tmp_path / "all.csv"
+    assert harness("export", "--results", smoke_store, "--output", target) == 0
+    frame = pd.read_csv(target)
+    assert list(frame.columns) == ["run_id", "arch", "label", "task", "size", "seed", "status",
+                                   "split", "metric", "length", "value"]
+    lengths = set(frame[(frame.metric == "ppl") & (frame.split == "test")].length)
+    assert lengths == {16, 32, 64}  # L, 2L, 4L
+
+
+def test_trained_model_reloads_from_its_checkpoint(smoke_store, lm_task):
+    from harness.runner import load_trained
+
+    store = RunStore(smoke_store)
+    row = store.metrics().query("arch == 'lstm' and split == 'test' and metric == 'ppl' and length == 16").iloc[0]
+    cfg, model = load_trained(store, row.run_id, task=lm_task)
+    again = lm_task.evaluate(model, "test", cfg.train, cfg.train.final_eval_tokens)
+    assert next(m.value for m in again if m.name == "ppl" and m.length == 16) == pytest.approx(row.value, rel=1e-6)
+
+
+def test_seeds_are_averaged_in_the_table(tmp_path, data_dir, capsys):
+    rc = harness("run", "--arch", "cnn", "--tasks", "lm", "--seeds", "0,1", "--results", tmp_path,
+                 "--data-dir", data_dir, "--device", "cpu", "--no-progress", *TINY_SETS, "--set", "steps=3")
+    assert rc == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| cnn"))
+    assert row.count("±") >= 4  # ppl, ppl, throughput, throughput, memory: mean ± std over 2 seeds
+    assert "seeds per cell: 2–2" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "lstn", "--tasks", "lm"], "unknown architecture 'lstn'; did you mean 'lstm'?"),
+    (["--arch", "lstm", "--tasks", "lmm"], "unknown task 'lmm'; did you mean 'lm'?"),
+    (["--arch", "lstm", "--tasks", "lm", "--size", "smal"], "unknown size preset 'smal'; did you mean 'small'?"),
+    (["--arch", "lstm", "--tasks", "lm", "--budget", "smoek"], "did you mean 'smoke'?"),
+    (["--arch", "transformer", "--tasks", "lm", "--set", "positon=rope"], "unknown setting 'positon'; did you mean 'position'"),
+    (["--arch", "lstm", "--tasks", "lm", "--set", "lr=-1"], "lr"),
+    (["--arch", "transformer", "--tasks", "lm", "--set", "position=rotary"], "position"),
+    (["--arch", "lstm", "--tasks", "lm", "--set", "bidirectional=true"], "causal backbone"),
+])
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_dir, capsys, args, message):
+    assert harness("run", *args, "--results", tmp_path, "--data-dir", data_dir, "--no-progress") == 2
+    assert message in capsys.readouterr().err
+    assert RunStore(tmp_path).runs().empty
+
+
+def test_missing_dataset_says_what_where_and_how(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setattr("harness.data.CACHE_DIR", tmp_path / "cache")
+    empty = tmp_path / "nothing-here"
+    rc = harness("run", "--arch", "lstm", "--tasks", "lm", "--results", tmp_path / "r", "--data-dir", empty)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "dataset 'wikitext2' not found" in err and str(empty / "wikitext2") in err
+    assert "--data-dir" in err and "HARNESS_DATA_DIR" in err
+    assert RunStore(tmp_path / "r").runs().empty
+
+
+def test_all_tasks_and_set_expansion_in_a_dry_run(tmp_path, capsys):
+    rc = harness("run", "--arch", "transformer,lstm", "--tasks", "all", "--results", tmp_path, "--dry-run",
+                 "--set", "position=none,sinusoidal,learned,rope,alibi", "--seeds", "0,1")
+    out = capsys.readouterr().out
+    per_task = 5 * 2 + 2  # five position schemes for the transformer, the LSTM once; two seeds
+    assert rc == 0 and f"{per_task * len(TASKS.names())} runs, 0 already finished" in out
+
+
+def test_list_and_console_entry_point():
+    out = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, check=True).stdout
+    for name in ("rnn", "lstm", "gru", "cnn", "transformer", "lm", "tiny", "small", "base"):
+        assert name in out

@@ -1,0 +1,41 @@
+import pytest
+
+from architectures.sizing import PRESETS, TOLERANCE, build_backbone, count_parameters, parse_options
+from harness.registry import ARCHITECTURES, UnknownName
+
+
+def cases():
+    for name in ARCHITECTURES.names():
+        for size in PRESETS:
+            for bidirectional in ([False, True] if ARCHITECTURES.get(name).supports_bidirectional else [False]):
+                yield pytest.param(name, size, bidirectional, id=f"{name}-{size}-{'bi' if bidirectional else 'causal'}")
+
+
+@pytest.mark.parametrize("name,size,bidirectional", list(cases()))
+def test_every_preset_lands_within_tolerance(name, size, bidirectional):
+    cls, options = parse_options(name, {"bidirectional": bidirectional})
+    preset = PRESETS[size]
+    d, options = cls.sized(preset.target_params, preset.n_layers, options)
+    count = count_parameters(cls, d, preset.n_layers, options)
+    assert abs(count / preset.target_params - 1) <= TOLERANCE, (d, count)
+
+
+def test_built_backbone_reports_its_exact_count():
+    backbone = build_backbone("transformer", "tiny", {"position": "learned"})
+    table = backbone.position_table.weight.numel()
+    assert backbone.num_parameters() == sum(p.numel() for p in backbone.parameters()) - table
+    assert abs(backbone.num_parameters() / PRESETS["tiny"].target_params - 1) <= TOLERANCE
+
+
+def test_same_preset_means_same_budget_across_families():
+    counts = [build_backbone(a, "tiny").num_parameters() for a in ARCHITECTURES.names()]
+    assert max(counts) / min(counts) <= (1 + TOLERANCE) / (1 - TOLERANCE)
+
+
+def test_unknown_preset_and_bad_option():
+    with pytest.raises(UnknownName, match="did you mean 'small'"):
+        build_backbone("lstm", "smal")
+    with pytest.raises(ValueError, match="kernel_size"):
+        build_backbone("cnn", "tiny", {"kernel_size": 0})
+    with pytest.raises(ValueError, match="position"):
+        build_backbone("transformer", "tiny", {"position": "rotary"})

@@ -1,0 +1,112 @@
+"""The training loop: schedule, determinism, best checkpoint, divergence."""
+import math
+
+import pytest
+import torch
+
+from harness.config import RunConfig, TrainConfig
+from harness.runner import build_model, execute
+from harness.store import RunStore
+from harness.tracking import Tracker
+from harness.train import Diverged, lr_factor, train_model
+from tests.conftest import TINY_TRAIN
+
+
+class Recorder(Tracker):
+    def __init__(self):
+        self.losses = {}
+
+    def log_losses(self, first_step, losses, lr):
+        self.losses.update({first_step + i: v for i, v in enumerate(losses)})
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(steps=100, batch_size=1, seq_len=1, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.55)
+    assert lr_factor(100, cfg) == pytest.approx(0.1)
+    factors = [lr_factor(s, cfg) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def config(arch="lstm", seed=0, **train):
+    return RunConfig(arch=arch, task="lm", seed=seed, train=TrainConfig(**{**TINY_TRAIN, **train}))
+
+
+def run(cfg, task):
+    recorder = Recorder()
+    result = train_model(build_model(cfg, task), task, cfg.train, torch.device("cpu"), cfg.seed,
+                         recorder, progress=False)
+    return result, recorder.losses
+
+
+def test_same_seed_same_run_and_every_step_logged(lm_task):
+    a, losses_a = run(config(), lm_task)
+    b, losses_b = run(config(), lm_task)
+    _, losses_c = run(config(seed=1), lm_task)
+    assert sorted(losses_a) == list(range(1, TINY_TRAIN["steps"] + 1))
+    assert losses_a == losses_b
+    assert losses_a != losses_c
+    assert all(torch.equal(a.best_state[k], b.best_state[k]) for k in a.best_state)
+
+
+def test_learns_and_keeps_the_best_dev_checkpoint(lm_task):
+    result, losses = run(config(arch="transformer", steps=40, eval_every=10, warmup_steps=5), lm_task)
+    steps, scores = zip(*result.dev_history)
+    assert steps == (10, 20, 30, 40)
+    assert scores[-1] < scores[0] < 33278  # better than uniform, and improving
+    assert result.best_dev == min(scores)
+    assert result.best_step == steps[scores.index(min(scores))]
+    assert losses[40] < losses[1]
+    assert result.tokens_per_s > 0
+
+
+class NaNAt:
+    """Wraps a task so that the loss becomes NaN from a given step on."""
+
+    def __init__(self, task, step):
+        self.task, self.step, self.calls = task, step, 0
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, model, batch):
+        self.calls += 1
+        loss = self.task.loss(model, batch)
+        return loss * math.nan if self.calls >= self.step else loss
+
+
+def test_nan_raises_diverged_with_the_step(lm_task):
+    cfg = config()
+    with pytest.raises(Diverged, match="at step 3"):
+        train_model(build_model(cfg, lm_task), NaNAt(lm_task, 3), cfg.train, torch.device("cpu"),
+                    0, progress=False)
+
+
+def test_forced_nan_run_is_recorded_as_diverged(lm_task, tmp_path):
+    store = RunStore(tmp_path)
+    cfg = config()
+    assert store.claim(cfg)
+    status = execute(cfg, NaNAt(lm_task, 4), store, progress=False)
+    assert status == "diverged" and store.status(cfg.run_id) == "diverged"
+    runs = store.runs()
+    assert "at step 4" in runs.error.iloc[0]
+    assert not store.claim(cfg), "a recorded divergence is not rerun unless asked"
+    assert store.claim(cfg, retry_failed=True)
+
+
+def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path):
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(lm_task, name)
+
+        def loss(self, model, batch):
+            raise RuntimeError("boom in the loss")
+
+    store = RunStore(tmp_path)
+    cfg = config()
+    store.claim(cfg)
+    assert execute(cfg, Broken(), store, progress=False) == "failed"
+    assert "boom in the loss" in store.runs().error.iloc[0]

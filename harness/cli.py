@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from harness.registry import UnknownName
@@ -54,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args) -> int:
     from harness.measure import resolve_device
     from harness.registry import TASKS
@@ -72,6 +77,7 @@ def cmd_run(args) -> int:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task:12s} size={cfg.size} seed={cfg.seed}"
                   f"  [{store.status(cfg.run_id) or 'new'}]")
         return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
     tracker = None
     if args.wandb:
         from harness.tracking import WandbTracker
@@ -136,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     except (UnknownName, MissingDataset, ValueError) as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; finished runs are kept, the run in progress will be redone",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

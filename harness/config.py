@@ -18,6 +18,8 @@ class TrainConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     steps: int = pydantic.Field(ge=1)
+    #: stop once this many training tokens (batch_size × seq_len a step) are reached, if sooner
+    token_budget: int | None = pydantic.Field(default=None, ge=1)
     batch_size: int = pydantic.Field(ge=1)
     #: training sequence length L (length-extrapolation buckets are multiples of it)
     seq_len: int = pydantic.Field(ge=1)
@@ -37,6 +39,14 @@ class TrainConfig(pydantic.BaseModel):
     log_every: int = pydantic.Field(default=10, ge=1)
     #: "bf16" autocasts on CUDA; on the CPU training always runs in float32
     precision: str = pydantic.Field(default="bf16", pattern="^(bf16|fp32)$")
+
+
+    @property
+    def total_steps(self) -> int:
+        """Steps actually taken: ``steps``, or fewer when the token budget runs out first."""
+        if self.token_budget is None:
+            return self.steps
+        return min(self.steps, -(-self.token_budget // (self.batch_size * self.seq_len)))
 
 
 class RunConfig(pydantic.BaseModel):

@@ -104,11 +104,11 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
     for i, cfg in enumerate(configs, 1):
         name = f"[{i}/{len(configs)}] {cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
         if not store.claim(cfg, retry_failed=retry_failed):
-            log(f"{name}: {store.status(cfg.run_id)}, skipped")
+            log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
             continue
         task = tasks[(cfg.task, repr(sorted(cfg.task_options.items())))]
         status = execute(cfg, task, store, tracker_factory, progress)
-        log(f"{name}: {status}")
+        log(f"{name}: {status}", flush=True)
         summary.add(status)
     return summary

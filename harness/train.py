@@ -33,7 +33,7 @@ def lr_factor(step: int, train: TrainConfig) -> float:
     """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` at the last step."""
     if step < train.warmup_steps:
         return (step + 1) / train.warmup_steps
-    span = max(1, train.steps - train.warmup_steps)
+    span = max(1, train.total_steps - train.warmup_steps)
     progress = min(1.0, (step - train.warmup_steps) / span)
     return train.min_lr_ratio + (1 - train.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -54,7 +54,7 @@ def autocast(device: torch.device, train: TrainConfig):
 
 def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.device,
                 seed: int, tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
-    """Train ``model`` on ``task`` for ``train.steps`` steps; keep the best dev checkpoint."""
+    """Train ``model`` on ``task`` for ``train.total_steps`` steps; keep the best dev checkpoint."""
     tracker = tracker or Tracker()
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
@@ -63,15 +63,16 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
     batches = task.train_batches(train, generator)
     lower_is_better = task.dev_metric[1]
 
-    warmup = min(10, train.steps // 10)  # steps left out of the throughput figure
+    total = train.total_steps
+    warmup = min(10, total // 10)  # steps left out of the throughput figure
     watch = Stopwatch(device)
     timed_tokens = 0
     pending: list[torch.Tensor] = []  # losses not yet copied to the host
     best = (math.inf, 0, {})
     history: list[tuple[int, float]] = []
     last_loss = math.nan
-    bar = tqdm(total=train.steps, disable=not progress, desc=f"{task.registered_name}", leave=False)
-    for step in range(1, train.steps + 1):
+    bar = tqdm(total=total, disable=not progress, desc=f"{task.registered_name}", leave=False)
+    for step in range(1, total + 1):
         if step == warmup + 1:
             watch.start()
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
@@ -86,7 +87,7 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
         if watch.running:
             timed_tokens += task.batch_tokens(batch)
 
-        evaluate_now = step % train.eval_every == 0 or step == train.steps
+        evaluate_now = step % train.eval_every == 0 or step == total
         if step % train.log_every == 0 or evaluate_now:
             # one host copy per interval keeps the device busy between log points
             values = torch.stack(pending).float().tolist()
@@ -123,6 +124,6 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
         raise Diverged("the dev metric was never finite")
     key, best_step, state = best
     return TrainResult(
-        steps=train.steps, best_step=best_step, best_dev=key if lower_is_better else -key,
+        steps=total, best_step=best_step, best_dev=key if lower_is_better else -key,
         best_state=state, tokens_per_s=timed_tokens / watch.elapsed if watch.elapsed else math.nan,
         final_loss=last_loss, dev_history=history)

@@ -132,3 +132,30 @@ def test_list_and_console_entry_point():
     out = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, check=True).stdout
     for name in ("rnn", "lstm", "gru", "cnn", "transformer", "lm", "tiny", "small", "base"):
         assert name in out
+
+
+def test_sigterm_mid_run_leaves_nothing_half_written(tmp_path, data_dir):
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "harness", "run", "--arch", "gru", "--tasks", "lm", "--results", str(tmp_path),
+           "--data-dir", str(data_dir), "--device", "cpu", "--no-progress", *TINY_SETS, "--set", "steps=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = RunStore(tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        with store._connect() as conn:
+            if conn.execute("SELECT count(*) FROM runs WHERE status='running'").fetchone()[0]:
+                break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the run never started")
+    time.sleep(1.0)  # well inside training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    with store._connect() as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == 0

@@ -110,3 +110,11 @@ def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path):
     store.claim(cfg)
     assert execute(cfg, Broken(), store, progress=False) == "failed"
     assert "boom in the loss" in store.runs().error.iloc[0]
+
+
+def test_token_budget_stops_training_first(lm_task):
+    cfg = config(steps=100, token_budget=4 * 16 * 5 - 1, eval_every=100)  # 4×16 tokens a step → 5 steps
+    assert cfg.train.total_steps == 5
+    result, losses = run(cfg, lm_task)
+    assert result.steps == 5 and sorted(losses) == [1, 2, 3, 4, 5]
+    assert lr_factor(5, cfg.train) == pytest.approx(cfg.train.min_lr_ratio)

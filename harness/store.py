@@ -6,6 +6,7 @@ trains it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -70,6 +71,22 @@ class RunStore:
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
+    @contextlib.contextmanager
+    def _transaction(self):
+        """A write transaction that takes the database lock at once; committed unless it raises
+        (a ``return`` inside commits what was written so far, which is nothing on early exits)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
     def run_dir(self, run_id: str) -> Path:
         """The run's folder; ids are hex digests, so it can never point outside the store."""
         if not _RUN_ID.match(run_id):
@@ -85,18 +102,14 @@ class RunStore:
         """Mark ``cfg`` as running by this process, unless it is finished, recorded as failed
         (and ``retry_failed`` is off) or being run by a live process. True when claimed."""
         host, pid = socket.gethostname(), os.getpid()
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             row = conn.execute("SELECT status, host, pid FROM runs WHERE run_id=?",
                                (cfg.run_id,)).fetchone()
             if row is not None:
                 status, other_host, other_pid = row
                 if status == FINISHED or (status in FAILED_STATUSES and not retry_failed):
-                    conn.execute("ROLLBACK")
                     return False
                 if status == RUNNING and _alive(other_host, other_pid) and other_pid != pid:
-                    conn.execute("ROLLBACK")
                     return False
                 conn.execute("DELETE FROM metrics WHERE run_id=?", (cfg.run_id,))
             conn.execute(
@@ -104,36 +117,20 @@ class RunStore:
                 " host, pid, started_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (cfg.run_id, cfg.arch, cfg.task, cfg.size, cfg.seed, cfg.label, RUNNING,
                  cfg.model_dump_json(), host, pid, time.time()))
-            conn.execute("COMMIT")
             return True
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
 
     def finish(self, run_id: str, status: str, metrics: list[Metric], info: dict,
                error: str | None = None) -> None:
         """Record the outcome of a claimed run: metrics and status in one transaction."""
         if status != FINISHED and status not in FAILED_STATUSES:
             raise ValueError(f"unknown run status {status!r}")
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._transaction() as conn:
             conn.execute("DELETE FROM metrics WHERE run_id=?", (run_id,))
             conn.executemany(
                 "INSERT INTO metrics (run_id, split, metric, length, value) VALUES (?,?,?,?,?)",
                 [(run_id, m.split, m.name, m.length, float(m.value)) for m in metrics])
             conn.execute("UPDATE runs SET status=?, info=?, error=?, finished_at=? WHERE run_id=?",
                          (status, json.dumps(info, default=str), error, time.time(), run_id))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
 
     def release(self, run_id: str) -> None:
         """Forget a claimed run that was interrupted, so it is neither shown nor skipped."""

@@ -20,13 +20,10 @@ class _Recurrent(Backbone):
         if options.bidirectional and d_model % 2:
             raise ValueError("a bidirectional recurrent backbone needs an even width")
         self.hidden = d_model // 2 if options.bidirectional else d_model
-        self.rnn = self._make_rnn(d_model, self.hidden, n_layers, options)
+        self.rnn = self.cell(d_model, self.hidden, num_layers=n_layers, batch_first=True,
+                             dropout=options.dropout if n_layers > 1 else 0.0,
+                             bidirectional=options.bidirectional)
         self.dropout = nn.Dropout(options.dropout)
-
-    def _make_rnn(self, d_in, hidden, n_layers, options) -> nn.RNNBase:
-        return self.cell(d_in, hidden, num_layers=n_layers, batch_first=True,
-                         dropout=options.dropout if n_layers > 1 else 0.0,
-                         bidirectional=options.bidirectional)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # Causal mode with right padding needs no packing: padding comes after every real
@@ -47,14 +44,9 @@ class _Recurrent(Backbone):
 
 @ARCHITECTURES.register("rnn")
 class ElmanRNN(_Recurrent):
-    """Elman network with tanh units."""
+    """Elman network with tanh units (nn.RNN's default non-linearity)."""
 
     cell = nn.RNN
-
-    def _make_rnn(self, d_in, hidden, n_layers, options):
-        return nn.RNN(d_in, hidden, num_layers=n_layers, nonlinearity="tanh", batch_first=True,
-                      dropout=options.dropout if n_layers > 1 else 0.0,
-                      bidirectional=options.bidirectional)
 
 
 @ARCHITECTURES.register("lstm")

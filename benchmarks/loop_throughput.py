@@ -14,11 +14,10 @@ import time
 
 import torch
 
-from harness.config import TrainConfig
+from harness.config import RunConfig, TrainConfig
 from harness.measure import environment, resolve_device, synchronize
 from harness.registry import TASKS
 from harness.runner import build_model
-from harness.config import RunConfig
 from harness.train import lr_factor, make_optimizer, train_model
 
 

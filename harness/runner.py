@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from pathlib import Path
 
 import torch
 

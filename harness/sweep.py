@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,11 +96,13 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
               retry_failed: bool = False, progress: bool = True, log=print) -> SweepSummary:
     """Run every config not already recorded. Datasets are loaded before anything is claimed,
     so a missing dataset leaves the store untouched."""
+    def key(cfg):
+        return cfg.task, json.dumps(cfg.task_options, sort_keys=True)
+
     tasks = {}
     for cfg in configs:
-        key = (cfg.task, repr(sorted(cfg.task_options.items())))
-        if key not in tasks:
-            tasks[key] = make_task(cfg, data_dir)
+        if key(cfg) not in tasks:
+            tasks[key(cfg)] = make_task(cfg, data_dir)
     summary = SweepSummary()
     for i, cfg in enumerate(configs, 1):
         name = f"[{i}/{len(configs)}] {cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
@@ -107,8 +110,7 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
             log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
             continue
-        task = tasks[(cfg.task, repr(sorted(cfg.task_options.items())))]
-        status = execute(cfg, task, store, tracker_factory, progress)
+        status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress)
         log(f"{name}: {status}", flush=True)
         summary.add(status)
     return summary

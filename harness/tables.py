@@ -35,9 +35,9 @@ def _number(x: float) -> str:
 
 
 def _flat(config: dict) -> dict:
-    flat = {f"{k}": v for k, v in config["arch_options"].items()}
+    flat = dict(config["arch_options"])
     flat.update({f"task.{k}": v for k, v in config["task_options"].items()})
-    flat.update({f"{k}": v for k, v in config["train"].items()})
+    flat.update(config["train"])
     return flat
 
 

@@ -38,10 +38,6 @@ class Corpus:
                                 dtype=torch.long)
             for split, lines in texts.items()}
 
-    def encode(self, words: list[str]) -> list[int]:
-        unk = self.index[UNK]
-        return [self.index.get(w, unk) for w in words]
-
 
 @functools.lru_cache(maxsize=4)
 def load_wikitext2(folder: Path) -> Corpus:

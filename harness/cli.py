@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="results as a paper table (mean ± std over seeds)")
     table.add_argument("--results", default=DEFAULT_RESULTS)
     table.add_argument("--format", default="md", help="md, latex or csv")
+    table.add_argument("--task", default=None,
+                       help="only this task (or task family, e.g. extrapolation); adds efficiency columns")
 
     export = sub.add_parser("export", help="every stored number in long format")
     export.add_argument("--results", default=DEFAULT_RESULTS)
@@ -115,7 +117,7 @@ def cmd_table(args) -> int:
     from harness.store import RunStore
     from harness.tables import make_table
 
-    print(make_table(RunStore(args.results), args.format))
+    print(make_table(RunStore(args.results), args.format, task=args.task))
     return 0
 
 

@@ -63,6 +63,8 @@ class RunConfig(pydantic.BaseModel):
     arch_options: dict[str, Any] = {}
     task_options: dict[str, Any] = {}
     train: TrainConfig
+    #: run id of the run whose trained model this run scores (tasks with an upstream)
+    upstream: str | None = None
 
     @pydantic.field_validator("arch")
     @classmethod
@@ -108,6 +110,12 @@ class RunConfig(pydantic.BaseModel):
     def run_id(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def task_label(self) -> str:
+        """The task plus the values of its sweep axes, e.g. ``extrapolation/parity``."""
+        axes = TASKS.get(self.task).sweep_axes
+        return "/".join([self.task, *(str(self.task_options[a]) for a in axes)])
 
     @property
     def label(self) -> str:

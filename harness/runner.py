@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from pathlib import Path
 
 import torch
 
@@ -42,8 +43,53 @@ def load_trained(store: RunStore, run_id: str, data_dir=None, task=None) -> tupl
     return cfg, model.eval()
 
 
-def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True) -> str:
-    """Train and evaluate a claimed run and record its outcome; returns the status."""
+def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, progress,
+                        info: dict) -> list[Metric]:
+    model = build_model(cfg, task)
+    metrics = _describe(model, info)
+    result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
+    torch.save(result.best_state, run_dir / CHECKPOINT)
+    model.load_state_dict(result.best_state)
+    model.eval()
+    with autocast(device, cfg.train):
+        for split in task.final_splits:
+            metrics += task.evaluate(model, split, cfg.train, cfg.train.final_eval_tokens)
+        # the training batch shape, so training and inference figures compare
+        batch = next(task.train_batches(cfg.train, torch.Generator().manual_seed(cfg.seed)))
+        infer = inference_tokens_per_s(model, task, batch, device)
+    info["dev_history"] = result.dev_history
+    return metrics + [
+        Metric("train", "tokens_per_s", result.tokens_per_s),
+        Metric("train", "best_step", result.best_step),
+        Metric("train", "final_loss", result.final_loss),
+        Metric("inference", "tokens_per_s", infer),
+    ]
+
+
+def _score_pretrained(cfg: RunConfig, task, upstream, store: RunStore, device,
+                      info: dict) -> list[Metric]:
+    if upstream is None:
+        raise LookupError(f"run {cfg.run_id} scores run {cfg.upstream}, whose task was not loaded")
+    _, model = load_trained(store, cfg.upstream, task=upstream)
+    model.to(device)
+    metrics = _describe(model, info)
+    info["upstream"] = cfg.upstream
+    with autocast(device, cfg.train):
+        for split in task.final_splits:
+            metrics += task.evaluate_pretrained(model, upstream, split, cfg.train)
+    return metrics
+
+
+def _describe(model, info: dict) -> list[Metric]:
+    info["backbone"] = model.backbone.describe()
+    return [Metric("run", "params_non_embedding", model.backbone.num_parameters()),
+            Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
+
+
+def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True,
+            upstream=None) -> str:
+    """Run a claimed config (train and evaluate it, or, for a task with an upstream, score the
+    upstream run's model) and record its outcome, whatever happens; returns the status."""
     run_dir = store.run_dir(cfg.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -56,33 +102,13 @@ def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progres
     tracker = Tracker()
     try:
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
-        model = build_model(cfg, task)
-        backbone = model.backbone
-        info["backbone"] = backbone.describe()
-        metrics += [Metric("run", "params_non_embedding", backbone.num_parameters()),
-                    Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
         reset_peak_memory(device)
-        result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
-        torch.save(result.best_state, run_dir / CHECKPOINT)
-        model.load_state_dict(result.best_state)
-        model.eval()
-        with autocast(device, cfg.train):
-            for split in task.final_splits:
-                metrics += task.evaluate(model, split, cfg.train, cfg.train.final_eval_tokens)
-            # the training batch shape, so training and inference figures compare
-            batch = next(task.train_batches(cfg.train, torch.Generator().manual_seed(cfg.seed)))
-            infer = inference_tokens_per_s(model, task, batch, device)
-        memory, memory_kind = peak_memory(device)
-        info["memory_kind"] = memory_kind
-        info["dev_history"] = result.dev_history
-        metrics += [
-            Metric("train", "tokens_per_s", result.tokens_per_s),
-            Metric("train", "best_step", result.best_step),
-            Metric("train", "final_loss", result.final_loss),
-            Metric("inference", "tokens_per_s", infer),
-            Metric("run", "peak_memory_mb", memory),
-            Metric("run", "wall_time_s", time.perf_counter() - started),
-        ]
+        if cfg.upstream:
+            metrics = _score_pretrained(cfg, task, upstream, store, device, info)
+        else:
+            metrics = _train_and_evaluate(cfg, task, run_dir, device, tracker, progress, info)
+        memory, info["memory_kind"] = peak_memory(device)
+        metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None
     except KeyboardInterrupt:
         store.release(cfg.run_id)
@@ -95,8 +121,7 @@ def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progres
             torch.cuda.empty_cache()
     except Exception:  # recorded, and the sweep goes on
         status, error = "failed", traceback.format_exc()
-    if status != FINISHED:
-        metrics.append(Metric("run", "wall_time_s", time.perf_counter() - started))
+    metrics.append(Metric("run", "wall_time_s", time.perf_counter() - started))
     (run_dir / "result.json").write_text(json.dumps(
         {"status": status, "error": error, "info": info,
          "metrics": [m.__dict__ for m in metrics]}, indent=2, default=str))

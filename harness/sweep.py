@@ -43,35 +43,66 @@ def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, 
     return False
 
 
+def _config(arch: str, task: str, size: str, seed: int, device: str, budget: str,
+            settings: dict[str, Any], used: set[str]) -> RunConfig:
+    """One validated config; records in ``used`` which settings found a place."""
+    task_cls = TASKS.get(task)
+    if task_cls.upstream:  # scores the model of the matching upstream run
+        up = _config(arch, task_cls.upstream, size, seed, device, budget, settings, used)
+        task_opts: dict = {}
+        for key, value in settings.items():
+            if _apply(key, value, arch, task, {}, {}, task_opts):
+                used.add(key)
+        return _validated(arch=arch, task=task, size=size, seed=seed, device=device,
+                          arch_options=up.arch_options, task_options=task_opts, train=up.train,
+                          upstream=up.run_id)
+    train = dict(task_cls.budgets[budget])
+    arch_opts: dict = {}
+    task_opts = {}
+    for key, value in settings.items():
+        if _apply(key, value, arch, task, train, arch_opts, task_opts):
+            used.add(key)
+    try:
+        train_cfg = TrainConfig(**train)
+    except pydantic.ValidationError as err:
+        raise ValueError(f"invalid configuration for {arch}/{task}:\n{err}") from None
+    return _validated(arch=arch, task=task, size=size, seed=seed, device=device,
+                      arch_options=arch_opts, task_options=task_opts, train=train_cfg)
+
+
+def _validated(**fields) -> RunConfig:
+    try:
+        return RunConfig(**fields)
+    except pydantic.ValidationError as err:
+        raise ValueError(f"invalid configuration for {fields['arch']}/{fields['task']}:\n{err}") from None
+
+
 def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[int] = (0,),
            budget: str = "smoke", device: str = "cpu",
            overrides: dict[str, list[Any]] | None = None) -> list[RunConfig]:
-    """Every (arch, task, override combination, seed) as a validated config."""
+    """Every (arch, task, override combination, task sweep axis value, seed) as a validated
+    config; runs that others depend on come first."""
     suggest("budget", budget, BUDGETS)
     for arch in archs:
         ARCHITECTURES.get(arch)
     for task in tasks:
         TASKS.get(task)
     overrides = overrides or {}
-    keys = list(overrides)
     configs, used = [], set()
     for arch, task in itertools.product(archs, tasks):
-        task_cls = TASKS.get(task)
-        for values in itertools.product(*(overrides[k] for k in keys)):
-            train = dict(task_cls.budgets[budget])
-            arch_opts: dict = {}
-            task_opts: dict = {}
-            for key, value in zip(keys, values):
-                if _apply(key, value, arch, task, train, arch_opts, task_opts):
-                    used.add(key)
+        grid = dict(overrides)
+        for axis, values in TASKS.get(task).sweep_axes.items():
+            if not any(k.rpartition(".")[2] == axis for k in overrides):
+                grid[axis] = list(values)
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
             for seed in seeds:
-                try:
-                    configs.append(RunConfig(arch=arch, task=task, size=size, seed=seed, device=device,
-                                             arch_options=arch_opts, task_options=task_opts,
-                                             train=TrainConfig(**train)))
-                except pydantic.ValidationError as err:
-                    raise ValueError(f"invalid configuration for {arch}/{task}:\n{err}") from None
-    unused = [k for k in keys if k not in used]
+                cfg = _config(arch, task, size, seed, device, budget, dict(zip(keys, values)), used)
+                if cfg.upstream:
+                    configs.append(_config(arch, TASKS.get(task).upstream, size, seed, device,
+                                           budget, dict(zip(keys, values)), set()))
+                configs.append(cfg)
+    unused = [k for k in overrides if k not in used]
     if unused:
         fields = set(TrainConfig.model_fields)
         for name in set(archs):
@@ -103,6 +134,7 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
     for cfg in configs:
         if key(cfg) not in tasks:
             tasks[key(cfg)] = make_task(cfg, data_dir)
+    by_id = {cfg.run_id: cfg for cfg in configs}
     summary = SweepSummary()
     for i, cfg in enumerate(configs, 1):
         name = f"[{i}/{len(configs)}] {cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
@@ -110,7 +142,8 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
             log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
             continue
-        status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress)
+        upstream = tasks[key(by_id[cfg.upstream])] if cfg.upstream in by_id else None
+        status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress, upstream)
         log(f"{name}: {status}", flush=True)
         summary.add(status)
     return summary

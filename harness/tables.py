@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from harness.registry import TASKS
+from harness.registry import TASKS, suggest
 from harness.store import FINISHED, RunStore
 
 #: efficiency columns shown for every task: (split, metric) → heading
@@ -20,7 +20,8 @@ FORMATS = ("md", "latex", "csv")
 
 
 def _columns(task: str) -> dict[tuple[str, str], str]:
-    cols = {(split, metric): f"{split} {metric}" for split, metric in TASKS.get(task).table_metrics}
+    """(split, metric) → heading for a task label such as ``extrapolation/parity``."""
+    cols = {(split, metric): f"{split} {metric}" for split, metric in TASKS.get(task.split("/")[0]).table_metrics}
     return {**cols, **EFFICIENCY}
 
 
@@ -41,13 +42,21 @@ def _flat(config: dict) -> dict:
     return flat
 
 
+def task_label(config: dict) -> str:
+    """The task plus the values of its sweep axes (as RunConfig.task_label)."""
+    axes = TASKS.get(config["task"]).sweep_axes if config["task"] in TASKS else {}
+    return "/".join([config["task"], *(str(config["task_options"][a]) for a in axes)])
+
+
 def row_labels(runs: pd.DataFrame) -> dict[str, str]:
     """Row label per run: its architecture plus every setting that differs between the runs of
-    the same architecture, or from the architecture's defaults (seeds are averaged over)."""
+    the same architecture and task, or from the architecture's defaults (seeds are averaged)."""
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
+    groups: dict[tuple[str, str], list[str]] = {}
+    for run_id, config in configs.items():
+        groups.setdefault((config["arch"], task_label(config)), []).append(run_id)
     labels = {}
-    for arch in set(runs.arch):
-        ids = [r.run_id for r in runs.itertuples() if r.arch == arch]
+    for ids in groups.values():
         flats = {i: _flat(configs[i]) for i in ids}
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1]
@@ -68,32 +77,49 @@ def summarise(store: RunStore, run_ids: list[str] | None = None) -> tuple[pd.Dat
         runs = runs[runs.run_id.isin(run_ids)]
         metrics = metrics[metrics.run_id.isin(run_ids)]
     labels = row_labels(runs)
-    runs = runs.assign(label=runs.run_id.map(labels))
-    metrics = metrics.assign(label=metrics.run_id.map(labels))
+    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
+    runs = runs.assign(label=runs.run_id.map(labels), task=runs.run_id.map(tasks))
+    metrics = metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
     train_length = {r.run_id: json.loads(r.info or "{}").get("train_length") for r in runs.itertuples()}
     metrics = metrics.assign(train_length=metrics.run_id.map(train_length))
     keep = []
     for row in metrics.itertuples():
-        heading = _columns(row.task).get((row.split, row.metric)) if row.task in TASKS else None
-        at_train_length = pd.isna(row.length) or row.length == row.train_length
-        keep.append(heading if heading and at_train_length and row.status == FINISHED else None)
+        base = row.task.split("/")[0]
+        heading = _columns(row.task).get((row.split, row.metric)) if base in TASKS else None
+        if heading and (row.split, row.metric) not in EFFICIENCY and TASKS.get(base).table_at_train_length:
+            wanted = row.length == row.train_length
+        else:
+            wanted = pd.isna(row.length)
+        keep.append(heading if heading and wanted and row.status == FINISHED else None)
     metrics = metrics.assign(column=keep).dropna(subset=["column"])
     values = (metrics.groupby(["label", "size", "task", "column"], sort=False)["value"]
               .agg(["mean", "std", "count"]).reset_index())
     return values, runs
 
 
-def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None) -> str:
+def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None,
+               task: str | None = None) -> str:
+    """Rows: architecture and size; columns: each task's metrics, plus efficiency columns when
+    the table holds one task (``task`` keeps the tasks whose label starts with it)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
     values, runs = summarise(store, run_ids)
+    if task is not None:
+        chosen = [t for t in set(runs.task) if t == task or t.startswith(f"{task}/")]
+        if not chosen:
+            suggest("task", task, sorted(set(runs.task)))
+        runs = runs[runs.task.isin(chosen)]
+        values = values[values.task.isin(chosen)]
     if runs.empty:
         return "no runs recorded yet"
+    if len(set(runs.task)) > 1:
+        values = values[~values.column.isin(EFFICIENCY.values())]
     failed = (runs[runs.status != FINISHED].groupby(["label", "size", "task"]).status
               .agg(lambda s: ", ".join(f"{n} {st}" for st, n in s.value_counts().items())))
     rows = sorted({(r.label, r.size) for r in runs.itertuples()})
     tasks = sorted(set(runs.task))
-    order = [(t, h) for t in tasks for h in _columns(t).values()]
+    efficiency = len(tasks) == 1
+    order = [(t, h) for t in tasks for h in _columns(t).values() if efficiency or h not in EFFICIENCY.values()]
     table = pd.DataFrame(index=pd.MultiIndex.from_tuples(rows, names=["arch", "size"]),
                          columns=[f"{t}: {h}" for t, h in order], dtype=object)
     numeric = {}

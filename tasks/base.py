@@ -26,10 +26,16 @@ class Task:
     version: str = "1"
     #: budgets by name: TrainConfig fields
     budgets: dict[str, dict] = {}
-    #: (split, metric) pairs shown by ``harness table``, measured at the training length
+    #: (split, metric) pairs shown by ``harness table``
     table_metrics: tuple[tuple[str, str], ...] = ()
+    #: True: the table reads them at the training length; False: their overall value (no length)
+    table_at_train_length: bool = False
     #: the dev metric used to pick the best checkpoint, and whether lower is better
     dev_metric: tuple[str, bool] = ("loss", True)
+    #: name of the task whose trained model this task scores without training (None: trains)
+    upstream: str | None = None
+    #: option → values that a sweep runs over unless the option is set explicitly
+    sweep_axes: dict[str, tuple] = {}
     #: split scored during training to pick the best checkpoint; splits scored at the end
     dev_split: str = "valid"
     final_splits: tuple[str, ...] = ("valid", "test")
@@ -62,6 +68,11 @@ class Task:
 
     def batch_tokens(self, batch: Batch) -> int:
         """Tokens a batch counts for throughput."""
+        raise NotImplementedError
+
+    def evaluate_pretrained(self, model: nn.Module, upstream: "Task", split: str,
+                            train: TrainConfig) -> list[Metric]:
+        """For tasks with an ``upstream``: metrics of ``upstream``'s trained ``model``."""
         raise NotImplementedError
 
     def evaluate(self, model: nn.Module, split: str, train: TrainConfig, max_tokens: int | None,

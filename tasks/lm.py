@@ -97,6 +97,14 @@ class LanguageModel(nn.Module):
         out[mask] = lp
         return out
 
+    def next_token_logprobs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, V) log-probabilities of the token after each sequence's last real token."""
+        h = self.states(inputs, mask)
+        last = h[torch.arange(len(h), device=h.device), mask.sum(1) - 1]
+        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.head.log_prob(last)
+        return F.log_softmax(self.head(last).float(), dim=-1)
+
     def log_probs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The full next-token distribution, (B, T, V) log-probabilities."""
         h = self.states(inputs, mask)
@@ -137,6 +145,7 @@ class WikiText2LM(Task):
                      eval_every=1000),
     }
     table_metrics = (("test", "ppl"), ("valid", "ppl"))
+    table_at_train_length = True
     dev_metric = ("ppl", True)
     dev_split = "valid"
     final_splits = ("valid", "test")

@@ -31,4 +31,10 @@ def test_every_entry_declares_what_the_harness_reads():
         assert cls.registered_name == name and cls.Options().model_dump() is not None
     for name in TASKS.names():
         cls = TASKS.get(name)
-        assert {"smoke", "full"} <= set(cls.budgets) and cls.table_metrics and cls.version
+        assert cls.table_metrics and cls.version
+        if cls.upstream:  # trains nothing itself: the upstream task must train
+            assert cls.upstream in TASKS and not cls.budgets
+        else:
+            assert {"smoke", "full"} <= set(cls.budgets)
+        for option, values in cls.sweep_axes.items():
+            assert option in cls.Options.model_fields and values

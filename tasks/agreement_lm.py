@@ -1,0 +1,136 @@
+"""Zero-shot agreement for the language models of the ``lm`` task, on real sentences.
+
+- ``linzen``: the Linzen et al. (2016) test subset used by Gulordava et al. (7,489 Wikipedia
+  sentences), reported by number of attractors.
+- ``gulordava``: Gulordava et al. (2018) English, 41 original sentences and 369 "colorless green"
+  nonce variants, reported as original vs nonce.
+
+An item is right when the model gives the correct verb form a higher probability than the wrong
+one after the sentence prefix (with ``<eos>`` as the left context, as in the training stream).
+Words outside the WikiText-2 vocabulary become ``<unk>``; an item whose correct or wrong form is
+outside the vocabulary cannot be scored and is left out; ``coverage`` says how many were kept.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.data import find_dataset
+from harness.registry import TASKS
+from harness.store import Metric
+from tasks.base import Task, TaskOptions
+from tasks.lm import EOS, UNK
+
+LINZEN_FILES = ["linzen_testset/subj_agr_filtered.text", "linzen_testset/subj_agr_filtered.gold"]
+GULORDAVA_FILES = ["agreement_English/generated.text", "agreement_English/generated.gold"]
+
+
+@dataclass(frozen=True)
+class Item:
+    prefix: tuple[str, ...]
+    correct: str
+    wrong: str
+    group: str
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _field_error(path: Path, line: int, why: str) -> ValueError:
+    return ValueError(f"{path}:{line}: {why}")
+
+
+@functools.lru_cache(maxsize=2)
+def load_linzen(folder: Path) -> list[Item]:
+    text, gold = (folder / f for f in LINZEN_FILES)
+    sentences, rows = _lines(text), _lines(gold)
+    if len(sentences) != len(rows):
+        raise ValueError(f"{text} has {len(sentences)} lines but {gold} has {len(rows)}")
+    items = []
+    for n, (sentence, row) in enumerate(zip(sentences, rows), 1):
+        fields = row.split("\t")
+        if len(fields) != 4 or not fields[0].isdigit() or not fields[3].isdigit():
+            raise _field_error(gold, n, f"expected target_idx, correct, wrong, n_attractors; got {row!r}")
+        words = sentence.split()
+        idx = int(fields[0])
+        # the text is lower-cased; four gold rows of the published file capitalise both forms
+        if idx >= len(words) or words[idx] != fields[1].lower():
+            raise _field_error(text, n, f"word {idx} is not the correct form {fields[1]!r}")
+        items.append(Item(tuple(words[:idx]), fields[1].lower(), fields[2].lower(),
+                          f"attractors_{fields[3]}"))
+    return items
+
+
+@functools.lru_cache(maxsize=2)
+def load_gulordava(folder: Path) -> list[Item]:
+    text, gold = (folder / f for f in GULORDAVA_FILES)
+    sentences, rows = _lines(text), _lines(gold)
+    if len(sentences) != len(rows):
+        raise ValueError(f"{text} has {len(sentences)} lines but {gold} has {len(rows)}")
+    items = []
+    for n, (sentence, row) in enumerate(zip(sentences, rows), 1):
+        fields = row.split("\t")
+        if len(fields) != 12 or not fields[2].isdigit() or not fields[3].isdigit():
+            raise _field_error(gold, n, f"expected 12 tab-separated fields; got {len(fields)}")
+        idx = int(fields[3])
+        words = sentence.split()
+        if idx >= len(words):
+            raise _field_error(text, n, f"target index {idx} is past the sentence end")
+        group = "original" if fields[2] == "0" else "nonce"
+        items.append(Item(tuple(words[:idx]), fields[6], fields[7], group))
+    return items
+
+
+@TASKS.register("agreement_lm")
+class AgreementLM(Task):
+    """Zero-shot subject–verb agreement of the lm task's models (Linzen 2016; Gulordava 2018)."""
+
+    Options = TaskOptions
+    version = "1"
+    #: no training of its own: it scores the model of the matching ``lm`` run
+    upstream = "lm"
+    budgets = {}
+    table_metrics = (("linzen", "accuracy"), ("gulordava", "accuracy"))
+    final_splits = ("linzen", "gulordava")
+
+    def __init__(self, options: TaskOptions, data_dir):
+        super().__init__(options, data_dir)
+        folder = find_dataset("colorlessgreen", LINZEN_FILES + GULORDAVA_FILES, data_dir).resolve()
+        self.items = {"linzen": load_linzen(folder), "gulordava": load_gulordava(folder)}
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        TASKS.get(cls.upstream).check_arch_options(arch_options)
+
+    @torch.no_grad()
+    def evaluate_pretrained(self, model, upstream, split, train):
+        index = upstream.corpus.index
+        device = next(model.parameters()).device
+        items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
+        unk = index[UNK]
+        right: list[bool] = []
+        batch = 256
+        order = sorted(items, key=lambda i: len(i.prefix))
+        for start in range(0, len(order), batch):
+            chunk = order[start:start + batch]
+            ids = [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in chunk]
+            width = max(map(len, ids))
+            inputs = torch.zeros(len(ids), width, dtype=torch.long)
+            mask = torch.zeros(len(ids), width, dtype=torch.bool)
+            for r, seq in enumerate(ids):
+                inputs[r, : len(seq)] = torch.tensor(seq)
+                mask[r, : len(seq)] = True
+            lp = model.next_token_logprobs(inputs.to(device), mask.to(device)).float().cpu()
+            for r, item in enumerate(chunk):
+                right.append(bool(lp[r, index[item.correct]] > lp[r, index[item.wrong]]))
+        metrics = [Metric(split, "accuracy", sum(right) / max(1, len(right))),
+                   Metric(split, "coverage", len(items) / len(self.items[split])),
+                   Metric(split, "items", len(items))]
+        for group in sorted({i.group for i in order}):
+            hits = [r for i, r in zip(order, right) if i.group == group]
+            metrics.append(Metric(split, f"accuracy_{group}", sum(hits) / len(hits)))
+        return metrics

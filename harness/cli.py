@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--task", default=None,
                        help="only this task (or task family, e.g. extrapolation); adds efficiency columns")
 
+    plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance (agreement)")
+    plot.add_argument("kind", help="extrapolation or agreement")
+    plot.add_argument("--results", default=DEFAULT_RESULTS)
+    plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
+    plot.add_argument("--wandb", action="store_true", help="also log the figure to W&B")
+
     export = sub.add_parser("export", help="every stored number in long format")
     export.add_argument("--results", default=DEFAULT_RESULTS)
     export.add_argument("--format", default="csv", help="csv or jsonl")
@@ -121,6 +127,23 @@ def cmd_table(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from harness.plots import PLOTS, log_to_wandb
+    from harness.registry import suggest
+    from harness.store import RunStore
+
+    suggest("plot", args.kind, PLOTS)
+    out = Path(args.output) if args.output else Path(args.results) / "plots"
+    paths = PLOTS[args.kind](RunStore(args.results), out)
+    if args.wandb:
+        log_to_wandb(paths, args.kind)
+    for path in paths:
+        print(path)
+    return 0
+
+
 def cmd_export(args) -> int:
     from harness.store import RunStore
     from harness.tables import export
@@ -138,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     from harness.data import MissingDataset
 
     args = build_parser().parse_args(argv)
-    command = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "export": cmd_export}[args.command]
+    command = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
+               "export": cmd_export}[args.command]
     try:
         return command(args)
     except (UnknownName, MissingDataset, ValueError) as err:

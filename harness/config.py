@@ -10,6 +10,8 @@ import pydantic
 from harness.registry import ARCHITECTURES, TASKS, suggest
 
 BUDGETS = ("smoke", "full")
+#: RunConfig fields that are left out of the run id while they are None
+OPTIONAL_FIELDS = ("upstream",)
 
 
 class TrainConfig(pydantic.BaseModel):
@@ -108,7 +110,10 @@ class RunConfig(pydantic.BaseModel):
 
     @property
     def run_id(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # optional fields join the hash only when set, so adding one keeps existing ids valid
+        unset = {name for name in OPTIONAL_FIELDS if getattr(self, name) is None}
+        content = self.model_dump(mode="json", exclude=unset)
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property

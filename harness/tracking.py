@@ -28,8 +28,7 @@ class WandbTracker(Tracker):
     def __init__(self, cfg, run_dir: Path, project: str = "harness"):
         import wandb
 
-        offline = not (os.environ.get("WANDB_API_KEY") or _has_netrc_key())
-        mode = os.environ.get("WANDB_MODE") or ("offline" if offline else "online")
+        mode = wandb_mode()
         self.wandb = wandb
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", project), id=cfg.run_id, name=f"{cfg.label}/{cfg.task}/s{cfg.seed}",
@@ -51,6 +50,12 @@ class WandbTracker(Tracker):
         self.run.log({"results": self.wandb.Table(columns=["split", "metric", "length", "value"],
                                                   data=rows)})
         self.run.finish(exit_code=0 if status == "finished" else 1)
+
+
+def wandb_mode() -> str:
+    """$WANDB_MODE if set, else online only when an API key is configured."""
+    offline = not (os.environ.get("WANDB_API_KEY") or _has_netrc_key())
+    return os.environ.get("WANDB_MODE") or ("offline" if offline else "online")
 
 
 def _has_netrc_key() -> bool:

@@ -103,9 +103,6 @@ class Extrapolation(ClassificationTask):
             assert balanced(symbols) == bool(label)
         else:
             pairs = (length - 1) // 2
-            if pairs > self.options.n_keys:
-                raise ValueError(f"recall at length {length} needs {pairs} distinct keys; "
-                                 f"n_keys={self.options.n_keys}")
             keys = rng.sample(range(self.options.n_keys), pairs)
             values = [rng.randrange(self.options.n_values) for _ in keys]
             asked = rng.randrange(pairs)
@@ -115,6 +112,10 @@ class Extrapolation(ClassificationTask):
 
     def generate(self, split, rng, train):
         lengths = self.lengths(split, train)
+        needed = (max(lengths) - 1) // 2
+        if self.options.probe == "recall" and needed > self.options.n_keys:
+            raise ValueError(f"recall at length {max(lengths)} needs {needed} distinct keys; "
+                             f"n_keys={self.options.n_keys}")
         if split == "test":
             return [self.example(n, rng, n) for n in lengths for _ in range(self.options.n_test_per_cell)]
         count = self.options.n_train if split == "train" else self.options.n_valid

@@ -20,6 +20,8 @@ def test_run_id_is_a_stable_content_hash():
     explicit = RunConfig(arch="gru", task="lm", seed=0, arch_options={"dropout": 0.0},
                          train=TrainConfig(steps=1, batch_size=1, seq_len=4, lr=1e-3))
     assert explicit.run_id == cfg().run_id
+    # an optional field left unset does not enter the hash (ids survive its introduction)
+    assert cfg().model_copy(update={"upstream": "0" * 16}).run_id != cfg().run_id
     # and the id is the same in a fresh interpreter
     code = ("from harness.config import RunConfig, TrainConfig; print(RunConfig(arch='gru', task='lm', "
             "train=TrainConfig(steps=1, batch_size=1, seq_len=4, lr=1e-3)).run_id)")

@@ -1,0 +1,126 @@
+"""Figures from the run store: metric against length, one line per architecture (and setting),
+the spread over seeds as a band."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from harness.store import FINISHED, RunStore  # noqa: E402
+from harness.tables import row_labels, task_label  # noqa: E402
+
+KINDS = ("extrapolation", "agreement")
+#: per task family: (metric plotted against length on the test split, y-axis label)
+LENGTH_METRICS = {"lm": ("ppl", "test perplexity (window of this length)"),
+                  "extrapolation": ("accuracy", "test accuracy"),
+                  "agreement": ("accuracy", "test accuracy")}
+
+
+def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = store.runs()
+    runs = runs[runs.status == FINISHED]
+    labels = row_labels(runs) if not runs.empty else {}
+    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
+    metrics = store.metrics()
+    metrics = metrics[metrics.run_id.isin(labels)]
+    return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
+
+
+def _lines(ax, data: pd.DataFrame) -> None:
+    """One line per label: mean over seeds, band from the lowest to the highest seed."""
+    for label, rows in sorted(data.groupby("label"), key=lambda kv: kv[0]):
+        stats = rows.groupby("length").value.agg(["mean", "min", "max"]).sort_index()
+        line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
+        if rows.seed.nunique() > 1:
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+
+
+def _save(fig, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight", dpi=150)
+    plt.close(fig)
+    return paths
+
+
+def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
+    """Test metric against sequence length, one panel per task (lm and the synthetic probes)."""
+    runs, metrics = _frame(store)
+    family = metrics.task.str.split("/").str[0]
+    wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(["lm", "extrapolation"])
+                     & (metrics.metric == family.map(lambda f: LENGTH_METRICS.get(f, ("",))[0]))]
+    if wanted.empty:
+        raise ValueError("no length-bucketed results of lm or extrapolation in the run store")
+    panels = sorted(set(wanted.task))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
+                             layout="constrained")
+    fig.suptitle("dashed: longest training length", fontsize=9)
+    for ax, task in zip(axes[0], panels):
+        data = wanted[wanted.task == task]
+        _lines(ax, data)
+        train_length = json.loads(runs[runs.run_id == data.run_id.iloc[0]]["info"].iloc[0])["train_length"]
+        ax.axvline(train_length, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_title(task)
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel(LENGTH_METRICS[task.split("/")[0]][1])
+    axes[0][-1].legend(fontsize=7, loc="best")
+    return _save(fig, out_dir, "extrapolation")
+
+
+def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
+    """Accuracy against subject–verb distance, one panel per number of attractors; each CNN's
+    receptive field is marked with a dotted line in its colour."""
+    runs, metrics = _frame(store)
+    cells = metrics[(metrics.task == "agreement") & (metrics.split == "test") & metrics.length.notna()
+                    & metrics.metric.str.startswith("accuracy_attractors_")]
+    if cells.empty:
+        raise ValueError("no agreement results in the run store")
+    counts = sorted({int(m.rsplit("_", 1)[1]) for m in cells.metric})
+    cols = min(3, len(counts))
+    rows = math.ceil(len(counts) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True,
+                             layout="constrained")
+    fig.suptitle("dashed: longest training distance; dotted: receptive field (CNN)", fontsize=9)
+    info = {r.run_id: json.loads(r.info) for r in runs.itertuples()}
+    for ax, k in zip(axes.flat, counts):
+        data = cells[cells.metric == f"accuracy_attractors_{k}"]
+        _lines(ax, data)
+        colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        for label, rows in data.groupby("label"):
+            field = info[rows.run_id.iloc[0]].get("backbone", {}).get("receptive_field")
+            if field:  # the subject is visible while distance - 1 < receptive field
+                ax.axvline(field, color=colours[label], linestyle=":", linewidth=1)
+        train_distance = info[data.run_id.iloc[0]]["train_length"]
+        ax.axvline(train_distance, color="grey", linestyle="--", linewidth=0.8)
+        ax.axhline(0.5, color="black", linewidth=0.5)
+        ax.set_title(f"{k} attractor{'s' if k != 1 else ''}")
+        ax.set_xlabel("subject–verb distance")
+        ax.set_ylabel("test accuracy")
+        ax.set_xscale("log", base=2)
+    for ax in list(axes.flat)[len(counts):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7, loc="lower left")
+    return _save(fig, out_dir, "agreement")
+
+
+def log_to_wandb(paths: list[Path], kind: str) -> None:
+    """Log the PNGs as images of a W&B run (offline without an API key)."""
+    import wandb
+
+    from harness.tracking import wandb_mode
+
+    run = wandb.init(project="harness", job_type="plot", name=f"plot-{kind}", mode=wandb_mode(),
+                     dir=str(paths[0].parent), settings=wandb.Settings(silent=True, console="off"))
+    run.log({kind: [wandb.Image(str(p)) for p in paths if p.suffix == ".png"]})
+    run.finish()
+
+
+PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement}

@@ -1,0 +1,93 @@
+"""Agreement, extrapolation and zero-shot agreement through the harness command, and the plots."""
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.store import RunStore
+from harness.sweep import expand, run_sweep
+from tests.conftest import TINY_SETS
+
+SMALL_DATA = ["--set=n_train=400", "--set=n_valid=100", "--set=n_test_per_cell=4"]
+
+
+def harness(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("probes")
+    rc = harness("run", "--arch", "lstm,cnn", "--tasks", "agreement,extrapolation,agreement_lm",
+                 "--results", root, "--data-dir", data_dir, "--device", "cpu", "--no-progress",
+                 *TINY_SETS, *SMALL_DATA, "--set", "seq_len=8")
+    assert rc == 0
+    return root
+
+
+def test_every_probe_and_the_upstream_lm_ran(store_dir):
+    runs = RunStore(store_dir).runs()
+    assert (runs.status == "finished").all()
+    tasks = sorted(json.loads(c)["task"] + "/" + str(json.loads(c)["task_options"].get("probe", ""))
+                   for c in runs[runs.arch == "lstm"].config)
+    assert tasks == ["agreement/", "agreement_lm/", "extrapolation/dyck", "extrapolation/parity",
+                     "extrapolation/recall", "lm/"]
+    for arch in ("lstm", "cnn"):
+        mine = runs[runs.arch == arch]
+        lm_id = mine[mine.task == "lm"].run_id.iloc[0]
+        assert json.loads(mine[mine.task == "agreement_lm"].config.iloc[0])["upstream"] == lm_id
+
+
+def test_rerun_trains_nothing(store_dir, data_dir, capsys):
+    rc = harness("run", "--arch", "lstm,cnn", "--tasks", "agreement,extrapolation,agreement_lm",
+                 "--results", store_dir, "--data-dir", data_dir, "--device", "cpu", "--no-progress",
+                 *TINY_SETS, *SMALL_DATA, "--set", "seq_len=8")
+    assert rc == 0 and "ran: nothing; already recorded: 12" in capsys.readouterr().out
+
+
+def test_results_are_stored_per_length_and_cell(store_dir):
+    m = RunStore(store_dir).metrics()
+    agreement = m[(m.arch == "lstm") & (m.task == "agreement") & (m.split == "test")]
+    cells = agreement[agreement.metric == "accuracy_attractors_2"]
+    assert set(cells.length.dropna()) == set(range(7, 65))  # 2 attractors need distance ≥ 7; test to 8 × 8
+    assert cells.length.isna().sum() == 1  # and the cell's accuracy over all distances
+    probes = m[(m.task == "extrapolation") & (m.split == "test") & (m.metric == "accuracy")]
+    assert set(probes.length.dropna()) == {8, 16, 32, 64}
+    zero_shot = m[(m.task == "agreement_lm") & (m.arch == "lstm")].set_index(["split", "metric"]).value
+    assert 0 <= zero_shot[("linzen", "accuracy")] <= 1 and zero_shot[("linzen", "items")] > 5000
+    assert {"accuracy_original", "accuracy_nonce"} <= set(m[m.split == "gulordava"].metric)
+
+
+def test_cnn_reports_its_receptive_field(store_dir):
+    runs = RunStore(store_dir).runs()
+    cnn = runs[(runs.arch == "cnn") & (runs.task == "agreement")]
+    assert json.loads(cnn["info"].iloc[0])["backbone"]["receptive_field"] == 7
+
+
+@pytest.mark.parametrize("kind", ["extrapolation", "agreement"])
+def test_plots_are_written_as_png_and_pdf(store_dir, tmp_path, kind, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert harness("plot", kind, "--results", store_dir, "--output", tmp_path, "--wandb") == 0
+    png, pdf = tmp_path / f"{kind}.png", tmp_path / f"{kind}.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    logged = list(tmp_path.glob("wandb/offline-run-*/files/media/images/*.png"))
+    assert logged, "the figure is logged to W&B as an image"
+
+
+def test_plot_without_results_says_so(tmp_path, capsys):
+    assert harness("plot", "agreement", "--results", tmp_path) == 2
+    assert "no agreement results" in capsys.readouterr().err
+    assert harness("plot", "agreemnt", "--results", tmp_path) == 2
+    assert "did you mean 'agreement'" in capsys.readouterr().err
+
+
+def test_zero_shot_run_of_a_diverged_lm_is_recorded_as_failed(tmp_path, data_dir):
+    configs = expand(["gru"], ["agreement_lm"])
+    assert [c.task for c in configs] == ["lm", "agreement_lm"]
+    store = RunStore(tmp_path)
+    store.claim(configs[0])
+    store.finish(configs[0].run_id, "diverged", [], {}, "loss became nan at step 3")
+    summary = run_sweep(configs, store, data_dir=data_dir, progress=False, log=lambda *a, **k: None)
+    assert summary.skipped == 1 and summary.ran == {"failed": 1}
+    assert f"run {configs[0].run_id} is diverged" in store.runs().set_index("task").error["agreement_lm"]

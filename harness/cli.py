@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", default="md", help="md, latex or csv")
     table.add_argument("--task", default=None,
                        help="only this task (or task family, e.g. extrapolation); adds efficiency columns")
+    table.add_argument("--by", choices=["length"], default=None,
+                       help="length: one column per length bucket of one task (e.g. extrapolation/parity)")
+    table.add_argument("--metric", default=None, help="with --by length: the metric (default: the task's)")
+    table.add_argument("--split", default="test", help="with --by length: the split")
 
     plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance (agreement)")
     plot.add_argument("kind", help="extrapolation or agreement")
@@ -123,7 +127,15 @@ def cmd_table(args) -> int:
     from harness.store import RunStore
     from harness.tables import make_table
 
-    print(make_table(RunStore(args.results), args.format, task=args.task))
+    from harness.tables import length_table
+
+    store = RunStore(args.results)
+    if args.by == "length":
+        if not args.task:
+            raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
+        print(length_table(store, args.task, args.metric, args.split, args.format))
+    else:
+        print(make_table(store, args.format, task=args.task))
     return 0
 
 

@@ -13,13 +13,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.store import FINISHED, RunStore  # noqa: E402
-from harness.tables import row_labels, task_label  # noqa: E402
+from harness.tables import LENGTH_METRICS, row_labels, task_label  # noqa: E402
 
-KINDS = ("extrapolation", "agreement")
-#: per task family: (metric plotted against length on the test split, y-axis label)
-LENGTH_METRICS = {"lm": ("ppl", "test perplexity (window of this length)"),
-                  "extrapolation": ("accuracy", "test accuracy"),
-                  "agreement": ("accuracy", "test accuracy")}
+Y_LABELS = {"lm": "test perplexity (window of this length)", "extrapolation": "test accuracy"}
 
 
 def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -55,7 +51,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     runs, metrics = _frame(store)
     family = metrics.task.str.split("/").str[0]
     wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(["lm", "extrapolation"])
-                     & (metrics.metric == family.map(lambda f: LENGTH_METRICS.get(f, ("",))[0]))]
+                     & (metrics.metric == family.map(lambda f: LENGTH_METRICS.get(f, "")))]
     if wanted.empty:
         raise ValueError("no length-bucketed results of lm or extrapolation in the run store")
     panels = sorted(set(wanted.task))
@@ -70,7 +66,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_title(task)
         ax.set_xlabel("sequence length")
-        ax.set_ylabel(LENGTH_METRICS[task.split("/")[0]][1])
+        ax.set_ylabel(Y_LABELS[task.split("/")[0]])
     axes[0][-1].legend(fontsize=7, loc="best")
     return _save(fig, out_dir, "extrapolation")
 

@@ -157,6 +157,41 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     return wide[sorted(wide.columns)].reset_index().to_csv(index=False)
 
 
+#: the metric a task family reports per length, on the test split
+LENGTH_METRICS = {"lm": "ppl", "extrapolation": "accuracy", "agreement": "accuracy"}
+
+
+def length_table(store: RunStore, task: str, metric: str | None = None, split: str = "test",
+                 fmt: str = "md") -> str:
+    """Rows: architecture; columns: the length buckets of ``metric`` on ``split`` for one task
+    label (e.g. ``extrapolation/parity``); cells: mean ± std over seeds."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+    runs = store.runs()
+    runs = runs[runs.status == FINISHED]
+    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
+    suggest("task", task, sorted(set(tasks.values()) & {t for t in tasks.values()
+                                                          if t.split("/")[0] in LENGTH_METRICS}))
+    metric = metric or LENGTH_METRICS[task.split("/")[0]]
+    labels = row_labels(runs)
+    m = store.metrics()
+    m = m[m.run_id.map(tasks) == task]
+    suggest("metric", metric, sorted(set(m[m.length.notna()].metric)))
+    m = m[(m.metric == metric) & (m.split == split) & m.length.notna()]
+    m = m.assign(label=m.run_id.map(labels), length=m.length.astype(int))
+    stats = m.groupby(["label", "length"]).value.agg(["mean", "std", "count"])
+    if fmt == "csv":
+        return stats.reset_index().to_csv(index=False)
+    cells = stats.apply(lambda r: _number(r["mean"]) if r["count"] == 1
+                        else f"{_number(r['mean'])} ± {_number(r['std'])}", axis=1)
+    table = cells.unstack("length").fillna("—")
+    table.columns = [str(c) for c in table.columns]
+    caption = f"{task}: {split} {metric} by length (columns); mean ± std over seeds"
+    if fmt == "md":
+        return f"{table.reset_index().to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
+    return f"% {caption}\n" + table.reset_index().to_latex(index=False).replace("±", r"$\pm$")
+
+
 def export(store: RunStore, fmt: str = "csv") -> str:
     """Every stored number, one row per run × metric × split × length."""
     frame = store.metrics()

@@ -53,14 +53,17 @@ class AgreementOptions(ClassificationOptions):
     #: test distances run up to this multiple of the training distance (train.seq_len)
     test_distance_multiple: int = pydantic.Field(default=8, ge=1)
     n_test_per_cell: int = pydantic.Field(default=50, ge=1)
+    #: share of sentences that open with a fronted prepositional phrase before the subject
+    fronted_rate: float = pydantic.Field(default=0.5, ge=0.0, le=1.0)
 
 
 class Grammar:
-    def __init__(self, n_nouns: int):
+    def __init__(self, n_nouns: int, fronted_rate: float = 0.5):
         self.nouns = NOUNS[:n_nouns]
+        self.fronted_rate = fronted_rate
         self.number = {form: num for pair in self.nouns for num, form in enumerate(pair)}
         words = [w for pair in self.nouns for w in pair] + [w for pair in VERBS for w in pair] + \
-            PAST + PREPOSITIONS + ADJECTIVES + ADVERBS + ["the", "that"]
+            PAST + PREPOSITIONS + ADJECTIVES + ADVERBS + ["the", "that", ","]
         self.vocab = [PAD] + sorted(set(words))
 
     @staticmethod
@@ -88,7 +91,10 @@ class Grammar:
         def noun(num):
             return rng.choice(self.nouns)[num]
 
-        words = ["the", *rng.sample(ADJECTIVES, rng.randint(0, 1)), noun(number)]
+        words = []
+        if rng.random() < self.fronted_rate:
+            words += [rng.choice(PREPOSITIONS), "the", noun(rng.choice((SINGULAR, PLURAL))), ","]
+        words += ["the", *rng.sample(ADJECTIVES, rng.randint(0, 1)), noun(number)]
         for i, (kind, num) in enumerate(zip(kinds, numbers)):
             adjectives = [rng.choice(ADJECTIVES) for _ in range(slots.count(i))]
             if kind == "pp":
@@ -106,7 +112,7 @@ class Agreement(ClassificationTask):
     """Subject–verb number agreement across controlled distance and attractors (synthetic grammar)."""
 
     Options = AgreementOptions
-    version = "1"
+    version = "2"
     n_classes = 2
     budgets = {
         # seq_len is the largest subject–verb distance seen in training
@@ -116,7 +122,7 @@ class Agreement(ClassificationTask):
 
     def __init__(self, options: AgreementOptions, data_dir):
         super().__init__(options, data_dir)
-        self.grammar = Grammar(options.n_nouns)
+        self.grammar = Grammar(options.n_nouns, options.fronted_rate)
         self.vocab = self.grammar.vocab
         self.index = {w: i for i, w in enumerate(self.vocab)}
 

@@ -23,8 +23,10 @@ def words(task, example):
 
 
 def analyse(prefix):
-    """Independent reading of a prefix: subject number, distance to the verb, attractors."""
-    nouns = [(i, NUMBER[w]) for i, w in enumerate(prefix) if w in NUMBER]
+    """Independent reading of a prefix: subject number, distance to the verb, attractors.
+    The subject is the first noun after a fronted phrase's comma, if there is one."""
+    start = prefix.index(",") + 1 if "," in prefix else 0
+    nouns = [(i, NUMBER[w]) for i, w in enumerate(prefix) if w in NUMBER and i >= start]
     (subject_at, number), rest = nouns[0], nouns[1:]
     distance = len(prefix) - subject_at  # the verb would stand at index len(prefix)
     return number, distance, sum(n != number for _, n in rest), rest
@@ -37,6 +39,14 @@ def test_labels_distances_and_attractors_are_exactly_as_generated(task):
             assert e.label == number
             assert e.length == distance
             assert e.cell == f"attractors_{attractors}"
+
+
+def test_the_first_noun_is_no_shortcut(task):
+    train = task.split("train", TRAIN)
+    fronted = [e for e in train if "," in words(task, e)]
+    assert 0.4 < len(fronted) / len(train) < 0.6
+    first_noun = [NUMBER[next(w for w in words(task, e) if w in NUMBER)] == e.label for e in train]
+    assert 0.65 < sum(first_noun) / len(train) < 0.85  # right only when no phrase, or by chance
 
 
 def test_every_requested_cell_is_produced():

@@ -91,3 +91,18 @@ def test_zero_shot_run_of_a_diverged_lm_is_recorded_as_failed(tmp_path, data_dir
     summary = run_sweep(configs, store, data_dir=data_dir, progress=False, log=lambda *a, **k: None)
     assert summary.skipped == 1 and summary.ran == {"failed": 1}
     assert f"run {configs[0].run_id} is diverged" in store.runs().set_index("task").error["agreement_lm"]
+
+
+def test_length_table_has_one_column_per_length(store_dir, capsys):
+    assert harness("table", "--results", store_dir, "--task", "extrapolation/parity", "--by", "length") == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[0]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["label", "8", "16", "32", "64"]
+    assert "| lstm" in out and "| cnn" in out
+    assert harness("table", "--results", store_dir, "--task", "agreement", "--by", "length",
+                   "--metric", "accuracy_attractors_3", "--format", "csv") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "label,length,mean,std,count"
+    assert {int(r.split(",")[1]) for r in rows[1:] if r} == set(range(10, 65))  # 3 attractors: distance ≥ 10
+    assert harness("table", "--results", store_dir, "--by", "length") == 2
+    assert "--by length needs --task" in capsys.readouterr().err

@@ -36,30 +36,30 @@ class Item:
     group: str
 
 
-def _lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").splitlines()
-
-
-def _field_error(path: Path, line: int, why: str) -> ValueError:
-    return ValueError(f"{path}:{line}: {why}")
+def _rows(text: Path, gold: Path, n_fields: int, what: str):
+    """(line number, words of the sentence, gold fields) for line-aligned text and gold files."""
+    sentences = text.read_text(encoding="utf-8").splitlines()
+    rows = gold.read_text(encoding="utf-8").splitlines()
+    if len(sentences) != len(rows):
+        raise ValueError(f"{text} has {len(sentences)} lines but {gold} has {len(rows)}")
+    for n, (sentence, row) in enumerate(zip(sentences, rows), 1):
+        fields = row.split("\t")
+        if len(fields) != n_fields:
+            raise ValueError(f"{gold}:{n}: expected {what}; got {row!r}")
+        yield n, sentence.split(), fields
 
 
 @functools.lru_cache(maxsize=2)
 def load_linzen(folder: Path) -> list[Item]:
     text, gold = (folder / f for f in LINZEN_FILES)
-    sentences, rows = _lines(text), _lines(gold)
-    if len(sentences) != len(rows):
-        raise ValueError(f"{text} has {len(sentences)} lines but {gold} has {len(rows)}")
     items = []
-    for n, (sentence, row) in enumerate(zip(sentences, rows), 1):
-        fields = row.split("\t")
-        if len(fields) != 4 or not fields[0].isdigit() or not fields[3].isdigit():
-            raise _field_error(gold, n, f"expected target_idx, correct, wrong, n_attractors; got {row!r}")
-        words = sentence.split()
+    for n, words, fields in _rows(text, gold, 4, "target_idx, correct, wrong, n_attractors"):
+        if not fields[0].isdigit() or not fields[3].isdigit():
+            raise ValueError(f"{gold}:{n}: target_idx and n_attractors must be numbers")
         idx = int(fields[0])
         # the text is lower-cased; four gold rows of the published file capitalise both forms
         if idx >= len(words) or words[idx] != fields[1].lower():
-            raise _field_error(text, n, f"word {idx} is not the correct form {fields[1]!r}")
+            raise ValueError(f"{text}:{n}: word {idx} is not the correct form {fields[1]!r}")
         items.append(Item(tuple(words[:idx]), fields[1].lower(), fields[2].lower(),
                           f"attractors_{fields[3]}"))
     return items
@@ -68,18 +68,13 @@ def load_linzen(folder: Path) -> list[Item]:
 @functools.lru_cache(maxsize=2)
 def load_gulordava(folder: Path) -> list[Item]:
     text, gold = (folder / f for f in GULORDAVA_FILES)
-    sentences, rows = _lines(text), _lines(gold)
-    if len(sentences) != len(rows):
-        raise ValueError(f"{text} has {len(sentences)} lines but {gold} has {len(rows)}")
     items = []
-    for n, (sentence, row) in enumerate(zip(sentences, rows), 1):
-        fields = row.split("\t")
-        if len(fields) != 12 or not fields[2].isdigit() or not fields[3].isdigit():
-            raise _field_error(gold, n, f"expected 12 tab-separated fields; got {len(fields)}")
+    for n, words, fields in _rows(text, gold, 12, "12 tab-separated fields"):
+        if not fields[2].isdigit() or not fields[3].isdigit():
+            raise ValueError(f"{gold}:{n}: sent_id and target_idx must be numbers")
         idx = int(fields[3])
-        words = sentence.split()
         if idx >= len(words):
-            raise _field_error(text, n, f"target index {idx} is past the sentence end")
+            raise ValueError(f"{text}:{n}: target index {idx} is past the sentence end")
         group = "original" if fields[2] == "0" else "nonce"
         items.append(Item(tuple(words[:idx]), fields[6], fields[7], group))
     return items

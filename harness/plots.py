@@ -28,13 +28,24 @@ def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
 
 
-def _lines(ax, data: pd.DataFrame) -> None:
+def _colours(labels) -> dict[str, tuple]:
+    """One colour per label, the same in every panel of a figure."""
+    cmap = plt.get_cmap("tab10" if len(set(labels)) <= 10 else "tab20")
+    return {label: cmap(i % cmap.N) for i, label in enumerate(sorted(set(labels)))}
+
+
+def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple]) -> None:
     """One line per label: mean over seeds, band from the lowest to the highest seed."""
     for label, rows in sorted(data.groupby("label"), key=lambda kv: kv[0]):
         stats = rows.groupby("length").value.agg(["mean", "min", "max"]).sort_index()
-        line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
+        ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label, color=colours[label])
         if rows.seed.nunique() > 1:
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[label], alpha=0.2)
+
+
+def _legend(fig, colours: dict[str, tuple]) -> None:
+    handles = [plt.Line2D([], [], color=c, marker="o", markersize=3, label=label) for label, c in colours.items()]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -58,16 +69,17 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
                              layout="constrained")
     fig.suptitle("dashed: longest training length", fontsize=9)
+    colours = _colours(wanted.label)
     for ax, task in zip(axes[0], panels):
         data = wanted[wanted.task == task]
-        _lines(ax, data)
+        _lines(ax, data, colours)
         train_length = json.loads(runs[runs.run_id == data.run_id.iloc[0]]["info"].iloc[0])["train_length"]
         ax.axvline(train_length, color="grey", linestyle="--", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_title(task)
         ax.set_xlabel("sequence length")
         ax.set_ylabel(Y_LABELS[task.split("/")[0]])
-    axes[0][-1].legend(fontsize=7, loc="best")
+    _legend(fig, colours)
     return _save(fig, out_dir, "extrapolation")
 
 
@@ -86,10 +98,10 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
                              layout="constrained")
     fig.suptitle("dashed: longest training distance; dotted: receptive field (CNN)", fontsize=9)
     info = {r.run_id: json.loads(r.info) for r in runs.itertuples()}
+    colours = _colours(cells.label)
     for ax, k in zip(axes.flat, counts):
         data = cells[cells.metric == f"accuracy_attractors_{k}"]
-        _lines(ax, data)
-        colours = {line.get_label(): line.get_color() for line in ax.get_lines()}
+        _lines(ax, data, colours)
         for label, rows in data.groupby("label"):
             field = info[rows.run_id.iloc[0]].get("backbone", {}).get("receptive_field")
             if field:  # the subject is visible while distance - 1 < receptive field
@@ -103,7 +115,7 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
     for ax in list(axes.flat)[len(counts):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7, loc="lower left")
+    _legend(fig, colours)
     return _save(fig, out_dir, "agreement")
 
 

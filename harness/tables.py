@@ -55,11 +55,19 @@ def row_labels(runs: pd.DataFrame) -> dict[str, str]:
     groups: dict[tuple[str, str], list[str]] = {}
     for run_id, config in configs.items():
         groups.setdefault((config["arch"], task_label(config)), []).append(run_id)
+    # backbone options that vary anywhere label every row of that architecture alike
+    values: dict[tuple[str, str], set[str]] = {}
+    for config in configs.values():
+        for k, v in config["arch_options"].items():
+            values.setdefault((config["arch"], k), set()).add(json.dumps(v))
+    arch_varying = {arch: {k for (a, k), seen in values.items() if a == arch and len(seen) > 1}
+                    for arch in {c["arch"] for c in configs.values()}}
     labels = {}
-    for ids in groups.values():
+    for (arch, _), ids in groups.items():
         flats = {i: _flat(configs[i]) for i in ids}
         keys = sorted({k for f in flats.values() for k in f})
-        varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1]
+        varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1
+                   or k in arch_varying[arch]]
         for i in ids:
             base = runs.loc[runs.run_id == i, "label"].iloc[0]
             extra = [f"{k}={flats[i].get(k)}" for k in varying if f"{k}=" not in base]

@@ -89,7 +89,9 @@ class AgreementLM(Task):
     #: no training of its own: it scores the model of the matching ``lm`` run
     upstream = "lm"
     budgets = {}
-    table_metrics = (("linzen", "accuracy"), ("gulordava", "accuracy"))
+    table_metrics = (("linzen", "accuracy"), *(("linzen", f"accuracy_attractors_{k}") for k in range(5)),
+                     ("linzen", "coverage"), ("gulordava", "accuracy"), ("gulordava", "accuracy_original"),
+                     ("gulordava", "accuracy_nonce"), ("gulordava", "coverage"))
     final_splits = ("linzen", "gulordava")
 
     def __init__(self, options: TaskOptions, data_dir):

@@ -55,12 +55,11 @@ class SequenceClassifier(nn.Module):
 
 
 def collate(examples: list[Example]) -> Batch:
-    width = max(len(e.tokens) for e in examples)
-    tokens = torch.zeros(len(examples), width, dtype=torch.long)  # id 0 is <pad>
+    lengths = torch.tensor([len(e.tokens) for e in examples])
+    tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.long)  # id 0 is <pad>
     for i, e in enumerate(examples):
         tokens[i, : len(e.tokens)] = torch.tensor(e.tokens)
-    return {"tokens": tokens, "mask": tokens.new_tensor([[j < len(e.tokens) for j in range(width)]
-                                                        for e in examples], dtype=torch.bool),
+    return {"tokens": tokens, "mask": torch.arange(tokens.shape[1]) < lengths[:, None],
             "labels": torch.tensor([e.label for e in examples])}
 
 

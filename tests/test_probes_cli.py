@@ -106,3 +106,22 @@ def test_length_table_has_one_column_per_length(store_dir, capsys):
     assert {int(r.split(",")[1]) for r in rows[1:] if r} == set(range(10, 65))  # 3 attractors: distance ≥ 10
     assert harness("table", "--results", store_dir, "--by", "length") == 2
     assert "--by length needs --task" in capsys.readouterr().err
+
+
+def test_seed_spread_is_drawn_as_a_band():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from harness.plots import _colours, _lines
+
+    rows = [("a", seed, length, 0.5 + 0.1 * seed) for seed in (0, 1) for length in (8, 16, 32)]
+    rows += [("b", 0, length, 0.9) for length in (8, 16, 32)]
+    data = pd.DataFrame(rows, columns=["label", "seed", "length", "value"])
+    fig, ax = plt.subplots()
+    _lines(ax, data, _colours(data.label))
+    assert [line.get_label() for line in ax.get_lines()] == ["a", "b"]
+    assert list(ax.get_lines()[0].get_ydata()) == pytest.approx([0.55] * 3)  # mean over seeds
+    assert len(ax.collections) == 1, "a band for the label with two seeds, none for one seed"
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(0.5) and band.max() == pytest.approx(0.6)
+    plt.close(fig)

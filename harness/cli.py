@@ -22,6 +22,15 @@ def _seeds(value: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"seeds must be integers, got {value!r}") from None
 
 
+def _execution_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results", default=DEFAULT_RESULTS, help="run store folder")
+    parser.add_argument("--data-dir", default=None, help="folder with one sub-folder per dataset")
+    parser.add_argument("--wandb", action="store_true", help="track every run in W&B (offline without an API key)")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan without running it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -35,12 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V[,V...]",
                      help="override any config field; several values expand to one run each")
-    run.add_argument("--results", default=DEFAULT_RESULTS, help="run store folder")
-    run.add_argument("--data-dir", default=None, help="folder with one sub-folder per dataset")
-    run.add_argument("--wandb", action="store_true", help="track every run in W&B (offline without an API key)")
-    run.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
-    run.add_argument("--dry-run", action="store_true", help="print the plan without running it")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _execution_options(run)
+
+    sweep = sub.add_parser("sweep", help="run a sweep file (YAML): archs × tasks × sizes × seeds × changes")
+    sweep.add_argument("file", help="the sweep file")
+    sweep.add_argument("--device", default=None, help="overrides the file's device (auto, cpu, cuda[:N])")
+    _execution_options(sweep)
 
     sub.add_parser("list", help="registered backbones, tasks and size presets")
 
@@ -74,19 +83,35 @@ def _interrupt(signum, frame):
 def cmd_run(args) -> int:
     from harness.measure import resolve_device
     from harness.registry import TASKS
-    from harness.store import RunStore
-    from harness.sweep import expand, parse_overrides, run_sweep
-    from harness.tables import make_table
+    from harness.sweep import expand, parse_overrides
 
     tasks = TASKS.names() if args.tasks == ["all"] else args.tasks
     configs = expand(args.arch, tasks, size=args.size, seeds=args.seeds, budget=args.budget,
                      device=resolve_device(args.device), overrides=parse_overrides(args.overrides))
+    return execute_plan(configs, args)
+
+
+def cmd_sweep(args) -> int:
+    from harness.measure import resolve_device
+    from harness.sweep import expand_sweep, load_sweep_file
+
+    sweep = load_sweep_file(args.file)
+    device = resolve_device(args.device or sweep.device)
+    return execute_plan(expand_sweep(sweep, device), args)
+
+
+def execute_plan(configs, args) -> int:
+    """Print (``--dry-run``) or run a list of configs, then print their table."""
+    from harness.store import RunStore
+    from harness.sweep import run_sweep
+    from harness.tables import make_table
+
     store = RunStore(args.results)
     if args.dry_run:
         done = sum(store.status(c.run_id) == "finished" for c in configs)
         print(f"{len(configs)} runs, {done} already finished, {len(configs) - done} to run")
         for cfg in configs:
-            print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task:12s} size={cfg.size} seed={cfg.seed}"
+            print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
                   f"  [{store.status(cfg.run_id) or 'new'}]")
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
@@ -173,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.data import MissingDataset
 
     args = build_parser().parse_args(argv)
-    command = {"run": cmd_run, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
+    command = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
                "export": cmd_export}[args.command]
     try:
         return command(args)
@@ -184,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         print("harness: interrupted; finished runs are kept, the run in progress will be redone",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`harness export | head`): end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -147,3 +147,65 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
         log(f"{name}: {status}", flush=True)
         summary.add(status)
     return summary
+
+
+class SweepFile(pydantic.BaseModel):
+    """A sweep as a YAML file: every combination of archs × tasks × sizes × seeds × changes,
+    each on top of the baseline settings. Settings name any config field, as ``--set`` does."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    archs: list[str] = pydantic.Field(min_length=1)
+    #: task names, or [all]
+    tasks: list[str] = pydantic.Field(min_length=1)
+    sizes: list[str] = pydantic.Field(default=["tiny"], min_length=1)
+    seeds: list[int] = pydantic.Field(default=[0], min_length=1)
+    budget: str = "smoke"
+    device: str = "auto"
+    #: setting → one value, for every run
+    baseline: dict[str, Any] = {}
+    #: setting → several values; one run per combination
+    changes: dict[str, list[Any]] = {}
+
+    @pydantic.model_validator(mode="after")
+    def _disjoint(self):
+        both = set(self.baseline) & set(self.changes)
+        if both:
+            raise ValueError(f"settings in both baseline and changes: {', '.join(sorted(both))}")
+        empty = [k for k, v in self.changes.items() if not v]
+        if empty:
+            raise ValueError(f"changes without values: {', '.join(empty)}")
+        return self
+
+
+def load_sweep_file(path) -> SweepFile:
+    """Read and validate a sweep file; errors name the file (and the line, for YAML syntax)."""
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"cannot read sweep file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ValueError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a sweep file is a mapping (archs, tasks, sizes, seeds, baseline, changes)")
+    try:
+        return SweepFile(**data)
+    except pydantic.ValidationError as err:
+        raise ValueError(f"{path}: invalid sweep file:\n{err}") from None
+
+
+def expand_sweep(sweep: SweepFile, device: str) -> list[RunConfig]:
+    """The sweep's runs, identical (ids included) to the equivalent ``harness run`` commands."""
+    overrides = {k: [v] for k, v in sweep.baseline.items()} | dict(sweep.changes)
+    tasks = TASKS.names() if sweep.tasks == ["all"] else sweep.tasks
+    configs: dict[str, RunConfig] = {}
+    for size in sweep.sizes:
+        for cfg in expand(sweep.archs, tasks, size=size, seeds=sweep.seeds, budget=sweep.budget,
+                          device=device, overrides=overrides):
+            configs.setdefault(cfg.run_id, cfg)
+    return list(configs.values())

@@ -163,3 +163,12 @@ def test_sigterm_mid_run_leaves_nothing_half_written(tmp_path, data_dir):
     with store._connect() as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM metrics").fetchone()[0] == 0
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the command writes (like `| head`)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err

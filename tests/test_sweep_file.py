@@ -1,0 +1,86 @@
+"""Sweep files: validation with clear errors, expansion identical to `harness run`, dry run, resume."""
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.store import RunStore
+from harness.sweep import expand, expand_sweep, load_sweep_file
+from tests.conftest import ROOT, TINY_TRAIN
+
+
+def write(tmp_path, text) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_expansion_counts_and_ids_match_the_command_line(tmp_path):
+    path = write(tmp_path, """
+archs: [lstm, transformer]
+tasks: [lm, extrapolation]
+sizes: [tiny, small]
+seeds: [0, 1]
+baseline: {lr: 0.002}
+changes: {weight_decay: [0.0, 0.1], position: [rope, alibi]}
+""")
+    configs = expand_sweep(load_sweep_file(path), device="cpu")
+    # per size and seed: lstm 2 decays × (lm + 3 probes); transformer 2 decays × 2 positions × 4
+    assert len(configs) == 2 * 2 * (2 * 4 + 2 * 2 * 4)
+    assert len({c.run_id for c in configs}) == len(configs)
+    same = expand(["lstm", "transformer"], ["lm", "extrapolation"], size="small", seeds=[1], device="cpu",
+                  overrides={"lr": [0.002], "weight_decay": [0.0, 0.1], "position": ["rope", "alibi"]})
+    assert {c.run_id for c in same} <= {c.run_id for c in configs}
+    assert all(c.train.lr == 0.002 for c in configs)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("archs: [lstm\ntasks: [lm]\n", r"sweep\.yaml:\d+: not valid YAML"),
+    ("- lstm\n", "a sweep file is a mapping"),
+    ("archs: [lstm]\ntasks: [lm]\nseed: [1]\n", "seed\n  Extra inputs are not permitted"),
+    ("archs: [lstm]\ntasks: [lm]\nbaseline: {lr: 0.1}\nchanges: {lr: [0.2]}\n", "in both baseline and changes: lr"),
+    ("archs: [lstm]\ntasks: [lm]\nchanges: {lr: []}\n", "changes without values: lr"),
+    ("archs: [lstn]\ntasks: [lm]\n", "did you mean 'lstm'"),
+    ("archs: [lstm]\ntasks: [lm]\nchanges: {lrr: [0.1]}\n", "unknown setting 'lrr'; did you mean 'lr'"),
+])
+def test_bad_sweep_files_exit_2_naming_the_problem(tmp_path, capsys, text, message):
+    import re
+
+    assert main(["sweep", str(write(tmp_path, text)), "--results", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
+    files = sorted((ROOT / "results").glob("*.yaml"))
+    assert files
+    for path in files:
+        assert main(["sweep", str(path), "--results", str(tmp_path), "--dry-run", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "15 runs, 0 already finished, 15 to run" in out  # 5 position schemes × 3 probes
+    assert "transformer[position=alibi]" in out and "extrapolation/recall" in out
+
+
+def test_sweep_runs_then_resumes_without_training(tmp_path, data_dir, capsys):
+    train = "\n".join(f"  {k}: {v}" for k, v in TINY_TRAIN.items())
+    path = write(tmp_path, f"""
+archs: [gru]
+tasks: [extrapolation]
+seeds: [0]
+device: cpu
+baseline:
+{train}
+  seq_len: 8
+  n_train: 300
+  n_test_per_cell: 4
+changes:
+  probe: [parity, dyck]
+""")
+    store = tmp_path / "r"
+    args = ["sweep", str(path), "--results", str(store), "--data-dir", str(data_dir), "--no-progress"]
+    assert main(args) == 0
+    assert "ran: 2 finished" in capsys.readouterr().out
+    assert len(RunStore(store).runs()) == 2
+    assert main(args + ["--dry-run"]) == 0
+    assert "2 runs, 2 already finished, 0 to run" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "ran: nothing; already recorded: 2" in capsys.readouterr().out

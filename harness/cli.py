@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     table.add_argument("--format", default="md", help="md, latex or csv")
     table.add_argument("--task", default=None,
                        help="only this task (or task family, e.g. extrapolation); adds efficiency columns")
+    table.add_argument("--protocol", default="all",
+                       help="all: every setting a row; best-lr: each row at its best learning rate by dev score")
     table.add_argument("--by", choices=["length"], default=None,
                        help="length: one column per length bucket of one task (e.g. extrapolation/parity)")
     table.add_argument("--metric", default=None, help="with --by length: the metric (default: the task's)")
@@ -160,7 +162,7 @@ def cmd_table(args) -> int:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
         print(length_table(store, args.task, args.metric, args.split, args.format))
     else:
-        print(make_table(store, args.format, task=args.task))
+        print(make_table(store, args.format, task=args.task, protocol=args.protocol))
     return 0
 
 

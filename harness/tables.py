@@ -48,9 +48,10 @@ def task_label(config: dict) -> str:
     return "/".join([config["task"], *(str(config["task_options"][a]) for a in axes)])
 
 
-def row_labels(runs: pd.DataFrame) -> dict[str, str]:
+def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict[str, str]:
     """Row label per run: its architecture plus every setting that differs between the runs of
-    the same architecture and task, or from the architecture's defaults (seeds are averaged)."""
+    the same architecture and task, or from the architecture's defaults (seeds are averaged);
+    settings in ``ignore`` never split rows."""
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
     groups: dict[tuple[str, str], list[str]] = {}
     for run_id, config in configs.items():
@@ -66,8 +67,8 @@ def row_labels(runs: pd.DataFrame) -> dict[str, str]:
     for (arch, _), ids in groups.items():
         flats = {i: _flat(configs[i]) for i in ids}
         keys = sorted({k for f in flats.values() for k in f})
-        varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats.values()}) > 1
-                   or k in arch_varying[arch]]
+        varying = [k for k in keys if k not in ignore and (
+            len({json.dumps(f.get(k)) for f in flats.values()}) > 1 or k in arch_varying[arch])]
         for i in ids:
             base = runs.loc[runs.run_id == i, "label"].iloc[0]
             extra = [f"{k}={flats[i].get(k)}" for k in varying if f"{k}=" not in base]
@@ -77,14 +78,62 @@ def row_labels(runs: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def summarise(store: RunStore, run_ids: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+PROTOCOLS = ("all", "best-lr")
+
+
+def dev_scores(store: RunStore) -> dict[str, float]:
+    """Each finished run's dev score (its task's dev metric at the training length); a run that
+    scores an upstream model has the upstream run's score."""
+    runs = store.runs()
+    metrics = store.metrics()
+    configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
+    own = {}
+    for run_id, config in configs.items():
+        task = TASKS.get(config["task"]) if config["task"] in TASKS else None
+        if task is None or task.upstream:
+            continue
+        mine = metrics[(metrics.run_id == run_id) & (metrics.split == task.dev_split)
+                       & (metrics.metric == task.dev_metric[0])]
+        mine = mine[mine.length.isna() | (mine.length == config["train"]["seq_len"])]
+        if not mine.empty:
+            own[run_id] = float(mine.value.iloc[0])
+    return {run_id: own[config.get("upstream") or run_id] for run_id, config in configs.items()
+            if (config.get("upstream") or run_id) in own}
+
+
+def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str], dict[tuple, float]]:
+    """Best-of-learning-rate protocol: for every row (architecture and settings other than the
+    learning rate), task and size, the learning rate whose mean dev score over seeds is best.
+    Returns the runs at the chosen rates and {(label, task, size): lr}."""
+    runs = store.runs()
+    if run_ids is not None:
+        runs = runs[runs.run_id.isin(run_ids)]
+    scores = dev_scores(store)
+    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id], "task": task_label(c := json.loads(r.config)),
+                           "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),
+                           "base": c["task"] if not TASKS.get(c["task"]).upstream else TASKS.get(c["task"]).upstream}
+                          for r in runs.itertuples()])
+    chosen, kept = {}, []
+    for key, group in table.groupby(["label", "task", "size"]):
+        means = group.groupby("lr").dev.mean().dropna()
+        if means.empty:
+            raise ValueError(f"no dev score for {'/'.join(map(str, key))}: cannot choose a learning rate")
+        lower_is_better = TASKS.get(group.base.iloc[0]).dev_metric[1]
+        chosen[key] = float(means.idxmin() if lower_is_better else means.idxmax())
+        kept += list(group[group.lr == chosen[key]].run_id)
+    return kept, chosen
+
+
+def summarise(store: RunStore, run_ids: list[str] | None = None,
+              ignore: frozenset[str] = frozenset()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(values, runs): one row per (label, size, task, column) with mean, std, n, and the runs."""
     runs = store.runs()
     metrics = store.metrics()
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
         metrics = metrics[metrics.run_id.isin(run_ids)]
-    labels = row_labels(runs)
+    labels = row_labels(runs, ignore)
     tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
     runs = runs.assign(label=runs.run_id.map(labels), task=runs.run_id.map(tasks))
     metrics = metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
@@ -106,12 +155,21 @@ def summarise(store: RunStore, run_ids: list[str] | None = None) -> tuple[pd.Dat
 
 
 def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None,
-               task: str | None = None) -> str:
+               task: str | None = None, protocol: str = "all") -> str:
     """Rows: architecture and size; columns: each task's metrics, plus efficiency columns when
-    the table holds one task (``task`` keeps the tasks whose label starts with it)."""
+    the table holds one task (``task`` keeps the tasks whose label starts with it). Protocol
+    ``all`` reports every setting; ``best-lr`` each row at its best learning rate (by dev score)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
-    values, runs = summarise(store, run_ids)
+    suggest("protocol", protocol, PROTOCOLS)
+    if protocol == "best-lr":
+        run_ids, chosen = best_lr(store, run_ids)
+        values, runs = summarise(store, run_ids, ignore=frozenset({"lr"}))
+        picks = "; ".join(f"{label} {t}: {lr:g}" for (label, t, _), lr in sorted(chosen.items()))
+        stated = f"protocol: best learning rate per row and task by mean dev score over seeds ({picks})"
+    else:
+        values, runs = summarise(store, run_ids)
+        stated = "protocol: every setting reported"
     if task is not None:
         chosen = [t for t in set(runs.task) if t == task or t.startswith(f"{task}/")]
         if not chosen:
@@ -148,7 +206,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     envs = {json.loads(i or "{}").get("env", {}).get("device_name") for i in runs["info"]}
     torch_versions = {json.loads(i or "{}").get("env", {}).get("torch_version") for i in runs["info"]}
     shas = {json.loads(i or "{}").get("env", {}).get("git_sha") for i in runs["info"]}
-    caption = (f"mean ± std over seeds (seeds per cell: {seeds.min()}–{seeds.max()}); "
+    caption = (f"{stated}; mean ± std over seeds (seeds per cell: {seeds.min()}–{seeds.max()}); "
                f"device: {'; '.join(sorted(filter(None, envs)))}; torch {', '.join(sorted(filter(None, torch_versions)))}; "
                f"git {', '.join(sorted(filter(None, shas)))}")
     if fmt == "md":

@@ -203,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     command = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
                "export": cmd_export}[args.command]
     try:
-        return command(args)
+        code = command(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit
+        return code
     except (UnknownName, MissingDataset, ValueError) as err:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2

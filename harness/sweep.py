@@ -143,7 +143,11 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
             summary.skipped += 1
             continue
         upstream = tasks[key(by_id[cfg.upstream])] if cfg.upstream in by_id else None
-        status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress, upstream)
+        try:
+            status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress, upstream)
+        except KeyboardInterrupt:  # wherever it lands after the claim, the run is given back
+            store.release(cfg.run_id)
+            raise
         log(f"{name}: {status}", flush=True)
         summary.add(status)
     return summary

@@ -143,7 +143,8 @@ def cmd_list(args) -> int:
     for name in TASKS.names():
         cls = TASKS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:12s} v{cls.version:4s} budgets: {', '.join(cls.budgets)}  {doc}")
+        budgets = f"budgets: {', '.join(cls.budgets)}" if not cls.upstream else f"scores {cls.upstream} runs"
+        print(f"  {name:14s} v{cls.version:3s} {budgets:20s}  {doc}")
     print("size presets (non-embedding parameters):")
     for name, p in PRESETS.items():
         print(f"  {name:12s} {p.target_params:>12,d} params, {p.n_layers} layers")

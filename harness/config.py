@@ -14,6 +14,12 @@ BUDGETS = ("smoke", "full")
 OPTIONAL_FIELDS = ("upstream",)
 
 
+def task_label(task: str, task_options: dict) -> str:
+    """The task plus the values of its sweep axes, e.g. ``extrapolation/parity``."""
+    axes = TASKS.get(task).sweep_axes if task in TASKS else {}
+    return "/".join([task, *(str(task_options[a]) for a in axes)])
+
+
 class TrainConfig(pydantic.BaseModel):
     """Optimiser, schedule and budget: identical for every backbone in a comparison."""
 
@@ -41,7 +47,6 @@ class TrainConfig(pydantic.BaseModel):
     log_every: int = pydantic.Field(default=10, ge=1)
     #: "bf16" autocasts on CUDA; on the CPU training always runs in float32
     precision: str = pydantic.Field(default="bf16", pattern="^(bf16|fp32)$")
-
 
     @property
     def total_steps(self) -> int:
@@ -118,9 +123,7 @@ class RunConfig(pydantic.BaseModel):
 
     @property
     def task_label(self) -> str:
-        """The task plus the values of its sweep axes, e.g. ``extrapolation/parity``."""
-        axes = TASKS.get(self.task).sweep_axes
-        return "/".join([self.task, *(str(self.task_options[a]) for a in axes)])
+        return task_label(self.task, self.task_options)
 
     @property
     def label(self) -> str:

@@ -89,7 +89,8 @@ def _describe(model, info: dict) -> list[Metric]:
 def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True,
             upstream=None) -> str:
     """Run a claimed config (train and evaluate it, or, for a task with an upstream, score the
-    upstream run's model) and record its outcome, whatever happens; returns the status."""
+    upstream run's model) and record its outcome, whatever happens; returns the status. An
+    interrupt propagates: whoever claimed the run gives it back."""
     run_dir = store.run_dir(cfg.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
@@ -110,9 +111,6 @@ def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progres
         memory, info["memory_kind"] = peak_memory(device)
         metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None
-    except KeyboardInterrupt:
-        store.release(cfg.run_id)
-        raise
     except Diverged as err:
         status, error = "diverged", str(err)
     except (torch.OutOfMemoryError, MemoryError) as err:

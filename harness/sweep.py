@@ -43,38 +43,38 @@ def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, 
     return False
 
 
-def _config(arch: str, task: str, size: str, seed: int, device: str, budget: str,
-            settings: dict[str, Any], used: set[str]) -> RunConfig:
-    """One validated config; records in ``used`` which settings found a place."""
+def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: str,
+             settings: dict[str, Any], used: set[str]) -> list[RunConfig]:
+    """The validated config, preceded by the upstream run's when the task scores one;
+    records in ``used`` which settings found a place."""
     task_cls = TASKS.get(task)
     if task_cls.upstream:  # scores the model of the matching upstream run
-        up = _config(arch, task_cls.upstream, size, seed, device, budget, settings, used)
+        *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
         task_opts: dict = {}
         for key, value in settings.items():
             if _apply(key, value, arch, task, {}, {}, task_opts):
                 used.add(key)
-        return _validated(arch=arch, task=task, size=size, seed=seed, device=device,
-                          arch_options=up.arch_options, task_options=task_opts, train=up.train,
-                          upstream=up.run_id)
+        return [*before, up, _validated(RunConfig, f"{arch}/{task}", arch=arch, task=task, size=size,
+                                        seed=seed, device=device, arch_options=up.arch_options,
+                                        task_options=task_opts, train=up.train, upstream=up.run_id)]
     train = dict(task_cls.budgets[budget])
     arch_opts: dict = {}
     task_opts = {}
     for key, value in settings.items():
         if _apply(key, value, arch, task, train, arch_opts, task_opts):
             used.add(key)
-    try:
-        train_cfg = TrainConfig(**train)
-    except pydantic.ValidationError as err:
-        raise ValueError(f"invalid configuration for {arch}/{task}:\n{err}") from None
-    return _validated(arch=arch, task=task, size=size, seed=seed, device=device,
-                      arch_options=arch_opts, task_options=task_opts, train=train_cfg)
+    where = f"{arch}/{task}"
+    return [_validated(RunConfig, where, arch=arch, task=task, size=size, seed=seed, device=device,
+                       arch_options=arch_opts, task_options=task_opts,
+                       train=_validated(TrainConfig, where, **train))]
 
 
-def _validated(**fields) -> RunConfig:
+def _validated(model: type[pydantic.BaseModel], where: str, **fields):
+    """``model(**fields)``; a validation error says which configuration it concerns."""
     try:
-        return RunConfig(**fields)
+        return model(**fields)
     except pydantic.ValidationError as err:
-        raise ValueError(f"invalid configuration for {fields['arch']}/{fields['task']}:\n{err}") from None
+        raise ValueError(f"invalid configuration for {where}:\n{err}") from None
 
 
 def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[int] = (0,),
@@ -97,11 +97,7 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             for seed in seeds:
-                cfg = _config(arch, task, size, seed, device, budget, dict(zip(keys, values)), used)
-                if cfg.upstream:
-                    configs.append(_config(arch, TASKS.get(task).upstream, size, seed, device,
-                                           budget, dict(zip(keys, values)), set()))
-                configs.append(cfg)
+                configs += _configs(arch, task, size, seed, device, budget, dict(zip(keys, values)), used)
     unused = [k for k in overrides if k not in used]
     if unused:
         fields = set(TrainConfig.model_fields)

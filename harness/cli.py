@@ -110,11 +110,12 @@ def execute_plan(configs, args) -> int:
 
     store = RunStore(args.results)
     if args.dry_run:
-        done = sum(store.status(c.run_id) == "finished" for c in configs)
+        statuses = {c.run_id: store.status(c.run_id) for c in configs}
+        done = sum(status == "finished" for status in statuses.values())
         print(f"{len(configs)} runs, {done} already finished, {len(configs) - done} to run")
         for cfg in configs:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
-                  f"  [{store.status(cfg.run_id) or 'new'}]")
+                  f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
     tracker = None
@@ -153,9 +154,7 @@ def cmd_list(args) -> int:
 
 def cmd_table(args) -> int:
     from harness.store import RunStore
-    from harness.tables import make_table
-
-    from harness.tables import length_table
+    from harness.tables import length_table, make_table
 
     store = RunStore(args.results)
     if args.by == "length":

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.store import FINISHED, RunStore  # noqa: E402
-from harness.tables import LENGTH_METRICS, row_labels, task_label  # noqa: E402
+from harness.tables import task_labels, length_metric, row_labels  # noqa: E402
 
 Y_LABELS = {"lm": "test perplexity (window of this length)", "extrapolation": "test accuracy"}
 
@@ -22,7 +22,7 @@ def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
     labels = row_labels(runs) if not runs.empty else {}
-    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
+    tasks = task_labels(runs)
     metrics = store.metrics()
     metrics = metrics[metrics.run_id.isin(labels)]
     return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
@@ -62,7 +62,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     runs, metrics = _frame(store)
     family = metrics.task.str.split("/").str[0]
     wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(["lm", "extrapolation"])
-                     & (metrics.metric == family.map(lambda f: LENGTH_METRICS.get(f, "")))]
+                     & (metrics.metric == metrics.task.map(length_metric))]
     if wanted.empty:
         raise ValueError("no length-bucketed results of lm or extrapolation in the run store")
     panels = sorted(set(wanted.task))
@@ -102,8 +102,8 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     for ax, k in zip(axes.flat, counts):
         data = cells[cells.metric == f"accuracy_attractors_{k}"]
         _lines(ax, data, colours)
-        for label, rows in data.groupby("label"):
-            field = info[rows.run_id.iloc[0]].get("backbone", {}).get("receptive_field")
+        for label, group in data.groupby("label"):
+            field = info[group.run_id.iloc[0]].get("backbone", {}).get("receptive_field")
             if field:  # the subject is visible while distance - 1 < receptive field
                 ax.axvline(field, color=colours[label], linestyle=":", linewidth=1)
         train_distance = info[data.run_id.iloc[0]]["train_length"]

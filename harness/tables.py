@@ -6,8 +6,9 @@ import math
 
 import pandas as pd
 
+from harness.config import TrainConfig, task_label
 from harness.registry import TASKS, suggest
-from harness.store import FINISHED, RunStore
+from harness.store import FINISHED, Metric, RunStore
 
 #: efficiency columns shown for every task: (split, metric) → heading
 EFFICIENCY = {
@@ -35,6 +36,11 @@ def _number(x: float) -> str:
     return f"{x:.2f}"
 
 
+def _cell(mean: float, std: float, count: int) -> str:
+    """A table cell: the mean, and ± the standard deviation when there are several seeds."""
+    return _number(mean) if count == 1 else f"{_number(mean)} ± {_number(std)}"
+
+
 def _flat(config: dict) -> dict:
     flat = dict(config["arch_options"])
     flat.update({f"task.{k}": v for k, v in config["task_options"].items()})
@@ -42,10 +48,14 @@ def _flat(config: dict) -> dict:
     return flat
 
 
-def task_label(config: dict) -> str:
-    """The task plus the values of its sweep axes (as RunConfig.task_label)."""
-    axes = TASKS.get(config["task"]).sweep_axes if config["task"] in TASKS else {}
-    return "/".join([config["task"], *(str(config["task_options"][a]) for a in axes)])
+def task_labels(runs: pd.DataFrame) -> dict[str, str]:
+    return {r.run_id: task_label((c := json.loads(r.config))["task"], c["task_options"]) for r in runs.itertuples()}
+
+
+def length_metric(label: str) -> str | None:
+    """The metric a task label (e.g. ``extrapolation/parity``) stores per length, if any."""
+    base = label.split("/")[0]
+    return TASKS.get(base).length_metric if base in TASKS else None
 
 
 def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict[str, str]:
@@ -55,7 +65,7 @@ def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
     groups: dict[tuple[str, str], list[str]] = {}
     for run_id, config in configs.items():
-        groups.setdefault((config["arch"], task_label(config)), []).append(run_id)
+        groups.setdefault((config["arch"], task_label(config["task"], config["task_options"])), []).append(run_id)
     # backbone options that vary anywhere label every row of that architecture alike
     values: dict[tuple[str, str], set[str]] = {}
     for config in configs.values():
@@ -88,15 +98,17 @@ def dev_scores(store: RunStore) -> dict[str, float]:
     metrics = store.metrics()
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
     own = {}
-    for run_id, config in configs.items():
+    for run_id, rows in metrics.groupby("run_id"):
+        config = configs[run_id]
         task = TASKS.get(config["task"]) if config["task"] in TASKS else None
         if task is None or task.upstream:
             continue
-        mine = metrics[(metrics.run_id == run_id) & (metrics.split == task.dev_split)
-                       & (metrics.metric == task.dev_metric[0])]
-        mine = mine[mine.length.isna() | (mine.length == config["train"]["seq_len"])]
-        if not mine.empty:
-            own[run_id] = float(mine.value.iloc[0])
+        stored = [Metric(r.split, r.metric, r.value, None if pd.isna(r.length) else int(r.length))
+                  for r in rows.itertuples()]
+        try:
+            own[run_id] = task.dev_score(stored, TrainConfig(**config["train"]))
+        except KeyError:  # no dev score recorded
+            pass
     return {run_id: own[config.get("upstream") or run_id] for run_id, config in configs.items()
             if (config.get("upstream") or run_id) in own}
 
@@ -110,7 +122,8 @@ def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str
         runs = runs[runs.run_id.isin(run_ids)]
     scores = dev_scores(store)
     labels = row_labels(runs, ignore=frozenset({"lr"}))
-    table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id], "task": task_label(c := json.loads(r.config)),
+    table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id],
+                           "task": task_label((c := json.loads(r.config))["task"], c["task_options"]),
                            "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),
                            "base": c["task"] if not TASKS.get(c["task"]).upstream else TASKS.get(c["task"]).upstream}
                           for r in runs.itertuples()])
@@ -134,7 +147,7 @@ def summarise(store: RunStore, run_ids: list[str] | None = None,
         runs = runs[runs.run_id.isin(run_ids)]
         metrics = metrics[metrics.run_id.isin(run_ids)]
     labels = row_labels(runs, ignore)
-    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
+    tasks = task_labels(runs)
     runs = runs.assign(label=runs.run_id.map(labels), task=runs.run_id.map(tasks))
     metrics = metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
     train_length = {r.run_id: json.loads(r.info or "{}").get("train_length") for r in runs.itertuples()}
@@ -193,8 +206,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
         col = f"{v.task}: {v.column}"
         std = v.std if v.count > 1 else float("nan")
         numeric[(v.label, v.size, col)] = (v.mean, std, v.count)
-        text = _number(v.mean) if v.count == 1 else f"{_number(v.mean)} ± {_number(v.std)}"
-        table.loc[(v.label, v.size), col] = text
+        table.loc[(v.label, v.size), col] = _cell(v.mean, v.std, v.count)
     for (label, size, task), note in failed.items():
         for t, h in order:
             if t == task:
@@ -223,10 +235,6 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     return wide[sorted(wide.columns)].reset_index().to_csv(index=False)
 
 
-#: the metric a task family reports per length, on the test split
-LENGTH_METRICS = {"lm": "ppl", "extrapolation": "accuracy", "agreement": "accuracy"}
-
-
 def length_table(store: RunStore, task: str, metric: str | None = None, split: str = "test",
                  fmt: str = "md") -> str:
     """Rows: architecture; columns: the length buckets of ``metric`` on ``split`` for one task
@@ -235,10 +243,9 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
         raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
-    tasks = {r.run_id: task_label(json.loads(r.config)) for r in runs.itertuples()}
-    suggest("task", task, sorted(set(tasks.values()) & {t for t in tasks.values()
-                                                          if t.split("/")[0] in LENGTH_METRICS}))
-    metric = metric or LENGTH_METRICS[task.split("/")[0]]
+    tasks = task_labels(runs)
+    suggest("task", task, sorted({t for t in tasks.values() if length_metric(t)}))
+    metric = metric or length_metric(task)
     labels = row_labels(runs)
     m = store.metrics()
     m = m[m.run_id.map(tasks) == task]
@@ -248,8 +255,7 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     stats = m.groupby(["label", "length"]).value.agg(["mean", "std", "count"])
     if fmt == "csv":
         return stats.reset_index().to_csv(index=False)
-    cells = stats.apply(lambda r: _number(r["mean"]) if r["count"] == 1
-                        else f"{_number(r['mean'])} ± {_number(r['std'])}", axis=1)
+    cells = stats.apply(lambda r: _cell(r["mean"], r["std"], r["count"]), axis=1)
     table = cells.unstack("length").fillna("—")
     table.columns = [str(c) for c in table.columns]
     caption = f"{task}: {split} {metric} by length (columns); mean ± std over seeds"

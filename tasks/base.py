@@ -30,6 +30,8 @@ class Task:
     table_metrics: tuple[tuple[str, str], ...] = ()
     #: True: the table reads them at the training length; False: their overall value (no length)
     table_at_train_length: bool = False
+    #: the test metric stored per length bucket (``harness table --by length``, plots); None: none
+    length_metric: str | None = None
     #: the dev metric used to pick the best checkpoint, and whether lower is better
     dev_metric: tuple[str, bool] = ("loss", True)
     #: name of the task whose trained model this task scores without training (None: trains)
@@ -48,13 +50,14 @@ class Task:
     def check_arch_options(cls, arch_options: dict) -> None:
         """Reject backbone options the task cannot use (e.g. a bidirectional language model)."""
 
-    def dev_score(self, metrics: list[Metric], train: TrainConfig) -> float:
+    @classmethod
+    def dev_score(cls, metrics: list[Metric], train: TrainConfig) -> float:
         """The dev metric at the training length (or with no length)."""
-        name = self.dev_metric[0]
+        name = cls.dev_metric[0]
         for m in metrics:
-            if m.split == self.dev_split and m.name == name and m.length in (None, train.seq_len):
+            if m.split == cls.dev_split and m.name == name and m.length in (None, train.seq_len):
                 return m.value
-        raise KeyError(f"{type(self).__name__}.evaluate returned no {name!r} on {self.dev_split!r}")
+        raise KeyError(f"{cls.__name__}.evaluate returned no {name!r} on {cls.dev_split!r}")
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
         raise NotImplementedError

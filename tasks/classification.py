@@ -69,6 +69,7 @@ class ClassificationTask(Task):
     Options = ClassificationOptions
     table_metrics = (("test", "accuracy"), ("valid", "accuracy"))
     dev_metric = ("accuracy", False)
+    length_metric = "accuracy"
     vocab: list[str]
     n_classes: int
 

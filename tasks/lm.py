@@ -146,6 +146,7 @@ class WikiText2LM(Task):
     }
     table_metrics = (("test", "ppl"), ("valid", "ppl"))
     table_at_train_length = True
+    length_metric = "ppl"
     dev_metric = ("ppl", True)
     dev_split = "valid"
     final_splits = ("valid", "test")

@@ -17,6 +17,13 @@ TINY_TRAIN = dict(steps=6, batch_size=4, seq_len=16, lr=3e-3, warmup_steps=2, ev
 TINY_SETS = [f"--set={k}={v}" for k, v in TINY_TRAIN.items()]
 
 
+def harness(*args) -> int:
+    """Run the harness command in-process; arguments may be paths or numbers."""
+    from harness.cli import main
+
+    return main([str(a) for a in args])
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     assert (DATA_DIR / "wikitext2").is_dir(), f"the shared datasets are expected at {DATA_DIR}"

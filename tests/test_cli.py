@@ -7,14 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.cli import main
 from harness.registry import TASKS
 from harness.store import RunStore
-from tests.conftest import TINY_SETS
-
-
-def harness(*args):
-    return main([str(a) for a in args])
+from tests.conftest import TINY_SETS, harness
 
 
 @pytest.fixture(scope="module")

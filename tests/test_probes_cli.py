@@ -3,16 +3,11 @@ import json
 
 import pytest
 
-from harness.cli import main
 from harness.store import RunStore
 from harness.sweep import expand, run_sweep
-from tests.conftest import TINY_SETS
+from tests.conftest import TINY_SETS, harness
 
 SMALL_DATA = ["--set=n_train=400", "--set=n_valid=100", "--set=n_test_per_cell=4"]
-
-
-def harness(*args):
-    return main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,15 @@
 A backbone maps embeddings ``(B, T, d)`` plus a padding mask ``(B, T)`` (True = real token,
 padding only on the right) to states ``(B, T, d)``. Task heads own the embeddings and outputs, so
 any backbone works with any task.
+
+Causal backbones also decode incrementally: ``prefill`` reads a prefix and returns its state,
+``step`` consumes one position and returns the next state (an RNN's hidden state, a CNN's input
+buffer, a Transformer's key/value cache). Stepping gives the same outputs as ``forward``.
+State tensors keep the batch in dimension 0, so ``select_state`` can reorder beams.
 """
 from __future__ import annotations
+
+from typing import Any
 
 import pydantic
 import torch
@@ -43,6 +50,30 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def init_state(self, batch_size: int, device, dtype) -> Any:  # pragma: no cover
+        """The state before the first position."""
+        raise NotImplementedError
+
+    def step(self, x: torch.Tensor, state) -> tuple[torch.Tensor, Any]:  # pragma: no cover
+        """One position: ``x`` is ``(B, d)``; returns its output ``(B, d)`` and the next state."""
+        raise NotImplementedError
+
+    def prefill(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Outputs for an unpadded prefix ``(B, T, d)`` and the state after it. Families
+        override this with one parallel pass; this fallback steps through the prefix."""
+        self.require_causal()
+        state = self.init_state(x.shape[0], x.device, x.dtype)
+        outputs = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state)
+            outputs.append(y)
+        return torch.stack(outputs, 1), state
+
+    def require_causal(self) -> None:
+        if not self.causal:
+            raise ValueError(f"{type(self).__name__} runs bidirectionally; only causal backbones "
+                             "decode incrementally")
+
     @classmethod
     def sized(cls, target: int, n_layers: int, options: BackboneOptions):
         """(d_model, options) whose non-embedding parameter count is closest to ``target``."""
@@ -71,3 +102,14 @@ class Backbone(nn.Module):
             "receptive_field": self.receptive_field(),
             "causal": self.causal,
         }
+
+
+def select_state(state, index: torch.Tensor):
+    """``state`` with every tensor's batch rows taken at ``index`` (beam search reordering)."""
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index)
+    if isinstance(state, (list, tuple)):
+        return type(state)(select_state(s, index) for s in state)
+    if isinstance(state, dict):
+        return {k: select_state(v, index) for k, v in state.items()}
+    return state

@@ -23,15 +23,27 @@ class ConvBlock(nn.Module):
         self.conv = nn.Conv1d(d, d, kernel_size, dilation=dilation)
         self.proj = nn.Linear(d, d)
         self.dropout = nn.Dropout(dropout)
-        total = (kernel_size - 1) * dilation
-        self.pad = (total, 0) if causal else (total // 2, total - total // 2)
+        #: past inputs a causal output reads besides the current one
+        self.context = (kernel_size - 1) * dilation
+        self.pad = (self.context, 0) if causal else (self.context // 2, self.context - self.context // 2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.run(x, mask)[0]
+
+    def run(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output and its convolution's (normalised) input."""
         # Zeroing padding makes it indistinguishable from the convolution's own zero padding,
         # so real positions never depend on how much padding follows them.
         h = self.norm(x) * mask.unsqueeze(-1).to(x.dtype)
-        h = self.conv(F.pad(h.transpose(1, 2), self.pad)).transpose(1, 2)
-        return x + self.dropout(self.proj(F.gelu(h)))
+        y = self.conv(F.pad(h.transpose(1, 2), self.pad)).transpose(1, 2)
+        return x + self.dropout(self.proj(F.gelu(y))), h
+
+    def step(self, x: torch.Tensor, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One causal position; ``buffer`` holds the last ``context`` normalised inputs."""
+        window = torch.cat((buffer, self.norm(x).unsqueeze(1)), 1)  # (B, context + 1, d)
+        y = F.conv1d(window.transpose(1, 2), self.conv.weight, self.conv.bias,
+                     dilation=self.conv.dilation)[..., 0]
+        return x + self.dropout(self.proj(F.gelu(y))), window[:, 1:]
 
 
 @ARCHITECTURES.register("cnn")
@@ -50,6 +62,28 @@ class CNN(Backbone):
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
+
+    def init_state(self, batch_size: int, device, dtype):
+        self.require_causal()
+        return [torch.zeros(batch_size, block.context, self.d_model, device=device, dtype=dtype)
+                for block in self.blocks]
+
+    def step(self, x: torch.Tensor, state):
+        buffers = []
+        for block, buffer in zip(self.blocks, state):
+            x, buffer = block.step(x, buffer)
+            buffers.append(buffer)
+        return self.norm(x), buffers
+
+    def prefill(self, x: torch.Tensor):
+        self.require_causal()
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        buffers = []
+        for block in self.blocks:
+            x, h = block.run(x, mask)
+            # the last `context` inputs, zeros standing in for positions before the prefix
+            buffers.append(F.pad(h, (0, 0, block.context, 0))[:, h.shape[1]:])
+        return self.norm(x), buffers
 
     def receptive_field(self) -> int:
         return 1 + (self.options.kernel_size - 1) * sum(self.dilations)

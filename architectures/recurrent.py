@@ -37,9 +37,31 @@ class _Recurrent(Backbone):
             out, _ = self.rnn(x)
         return self.dropout(out)
 
+    # Incremental state: (B, layers, hidden) per state vector; nn.RNNBase wants (layers, B, hidden).
+    def init_state(self, batch_size: int, device, dtype):
+        self.require_causal()
+        zeros = torch.zeros(batch_size, self.n_layers, self.hidden, device=device, dtype=dtype)
+        return (zeros, zeros.clone()) if self.states_per_layer == 2 else zeros
+
+    def step(self, x: torch.Tensor, state):
+        out, state = self.rnn(x.unsqueeze(1), _swap_batch(state))
+        return self.dropout(out[:, 0]), _swap_batch(state)
+
+    def prefill(self, x: torch.Tensor):
+        self.require_causal()
+        out, state = self.rnn(x)
+        return self.dropout(out), _swap_batch(state)
+
     def state_size_per_token(self) -> int:
         directions = 2 if self.options.bidirectional else 1
         return self.states_per_layer * self.hidden * self.n_layers * directions
+
+
+def _swap_batch(state):
+    """(B, layers, hidden) <-> (layers, B, hidden), for one state tensor or LSTM's (h, c)."""
+    if isinstance(state, tuple):
+        return tuple(s.transpose(0, 1).contiguous() for s in state)
+    return state.transpose(0, 1).contiguous()
 
 
 @ARCHITECTURES.register("rnn")

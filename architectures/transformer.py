@@ -26,8 +26,9 @@ class TransformerOptions(BackboneOptions):
     rope_base: float = 10000.0
 
 
-def sinusoidal_table(length: int, d: int, device, dtype) -> torch.Tensor:
-    pos = torch.arange(length, device=device, dtype=torch.float32).unsqueeze(1)
+def sinusoidal_table(length: int, d: int, device, dtype, start: int = 0) -> torch.Tensor:
+    """Rows for positions ``start … start + length - 1``."""
+    pos = torch.arange(start, start + length, device=device, dtype=torch.float32).unsqueeze(1)
     freq = torch.exp(torch.arange(0, d, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / d))
     table = torch.zeros(length, d, device=device)
     table[:, 0::2] = torch.sin(pos * freq)
@@ -62,14 +63,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(d, d)
         self.dropout = options.dropout
 
-    def forward(self, x, attn_mask, is_causal, rope):
+    def forward(self, x, attn_mask, is_causal, rope, past=None):
+        """Attention output and this call's keys/values (after ``past``, the cached ones)."""
         B, T, d = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = rotate(q, *rope), rotate(k, *rope)
+        if past is not None:
+            k, v = torch.cat((past[0], k), 2), torch.cat((past[1], v), 2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, d))
+        return self.out(y.transpose(1, 2).reshape(B, T, d)), (k, v)
 
 
 class Block(nn.Module):
@@ -81,9 +85,10 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
         self.dropout = nn.Dropout(options.dropout)
 
-    def forward(self, x, attn_mask, is_causal, rope):
-        x = x + self.dropout(self.attn(self.norm1(x), attn_mask, is_causal, rope))
-        return x + self.dropout(self.mlp(self.norm2(x)))
+    def forward(self, x, attn_mask, is_causal, rope, past=None):
+        y, kv = self.attn(self.norm1(x), attn_mask, is_causal, rope, past)
+        x = x + self.dropout(y)
+        return x + self.dropout(self.mlp(self.norm2(x))), kv
 
 
 @ARCHITECTURES.register("transformer")
@@ -117,26 +122,62 @@ class Transformer(Backbone):
         return d, options.model_copy(update={"d_ff": d_ff})
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        B, T, d = x.shape
+        return self._run(x, mask)[0]
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor):
+        x, rope = self._positions(x, 0)
+        attn_mask, is_causal = self._mask(mask, x.dtype)
+        cache = []
+        for block in self.blocks:
+            x, kv = block(x, attn_mask, is_causal, rope)
+            cache.append(kv)
+        return self.norm(x), cache
+
+    # Incremental state: {"t": next position, "kv": [(keys, values) per layer, (B, H, t, d_head)]}
+    def init_state(self, batch_size: int, device, dtype):
+        self.require_causal()
+        empty = torch.zeros(batch_size, self.options.n_heads, 0, self.d_model // self.options.n_heads,
+                            device=device, dtype=dtype)
+        return {"t": 0, "kv": [(empty, empty) for _ in self.blocks]}
+
+    def step(self, x: torch.Tensor, state):
+        t = state["t"]
+        x, rope = self._positions(x.unsqueeze(1), t)
+        bias = None
+        if self.options.position == "alibi":  # the new query sees keys 0 … t
+            distance = torch.arange(t, -1, -1, device=x.device, dtype=torch.float32)
+            bias = (-self.slopes.view(1, -1, 1, 1) * distance).to(x.dtype)
+        cache = []
+        for block, past in zip(self.blocks, state["kv"]):
+            x, kv = block(x, bias, False, rope, past)
+            cache.append(kv)
+        return self.norm(x)[:, 0], {"t": t + 1, "kv": cache}
+
+    def prefill(self, x: torch.Tensor):
+        self.require_causal()
+        y, cache = self._run(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        return y, {"t": x.shape[1], "kv": cache}
+
+    def _positions(self, x: torch.Tensor, start: int):
+        """Inputs with absolute positions added (sinusoidal, learned), plus RoPE's (cos, sin)
+        for positions ``start …`` (or None), and input dropout applied."""
+        T, d = x.shape[1], x.shape[2]
         position = self.options.position
         if position == "sinusoidal":
-            x = x + sinusoidal_table(T, d, x.device, x.dtype)
+            x = x + sinusoidal_table(T, d, x.device, x.dtype, start)
         elif position == "learned":
-            if T > self.options.max_positions:
-                raise ValueError(f"sequence length {T} exceeds the learned position table "
+            if start + T > self.options.max_positions:
+                raise ValueError(f"sequence length {start + T} exceeds the learned position table "
                                  f"(max_positions={self.options.max_positions})")
-            x = x + self.position_table.weight[:T]
-        rope = self._rope(T, x) if position == "rope" else None
-        attn_mask, is_causal = self._mask(mask, x.dtype)
-        x = self.input_dropout(x)
-        for block in self.blocks:
-            x = block(x, attn_mask, is_causal, rope)
-        return self.norm(x)
+            x = x + self.position_table.weight[start:start + T]
+        rope = self._rope(start, T, x) if position == "rope" else None
+        return self.input_dropout(x), rope
 
-    def _rope(self, T, x):
+    def _rope(self, start, T, x):
         half = self.d_model // self.options.n_heads // 2
         inv = self.options.rope_base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-        angles = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv)
+        positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
+        angles = torch.outer(positions, inv)
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
 

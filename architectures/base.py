@@ -1,7 +1,7 @@
 """The backbone contract every architecture family implements.
 
 A backbone maps embeddings ``(B, T, d)`` plus a padding mask ``(B, T)`` (True = real token,
-padding only on the right) to states ``(B, T, d)``. Task heads own the embeddings and outputs, so
+padding only on the right; None = no padding) to states ``(B, T, d)``. Task heads own the embeddings and outputs, so
 any backbone works with any task.
 
 Causal backbones also decode incrementally: ``prefill`` reads a prefix and returns its state,
@@ -34,6 +34,8 @@ class Backbone(nn.Module):
     supports_bidirectional: bool = True
     #: widths the family can take are multiples of this
     width_step: int = 1
+    #: attention runs through scaled_dot_product_attention (benchmarks choose its backend)
+    uses_sdpa: bool = False
 
     def __init__(self, d_model: int, n_layers: int, options: BackboneOptions):
         super().__init__()
@@ -47,7 +49,7 @@ class Backbone(nn.Module):
     def causal(self) -> bool:
         return not self.options.bidirectional
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def init_state(self, batch_size: int, device, dtype) -> Any:  # pragma: no cover

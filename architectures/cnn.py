@@ -27,14 +27,16 @@ class ConvBlock(nn.Module):
         self.context = (kernel_size - 1) * dilation
         self.pad = (self.context, 0) if causal else (self.context // 2, self.context - self.context // 2)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.run(x, mask)[0]
 
-    def run(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(self, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The block's output and its convolution's (normalised) input."""
         # Zeroing padding makes it indistinguishable from the convolution's own zero padding,
         # so real positions never depend on how much padding follows them.
-        h = self.norm(x) * mask.unsqueeze(-1).to(x.dtype)
+        h = self.norm(x)
+        if mask is not None:
+            h = h * mask.unsqueeze(-1).to(x.dtype)
         y = self.conv(F.pad(h.transpose(1, 2), self.pad)).transpose(1, 2)
         return x + self.dropout(self.proj(F.gelu(y))), h
 
@@ -58,7 +60,7 @@ class CNN(Backbone):
             for dil in self.dilations)
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, mask)
         return self.norm(x)
@@ -77,10 +79,9 @@ class CNN(Backbone):
 
     def prefill(self, x: torch.Tensor):
         self.require_causal()
-        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         buffers = []
         for block in self.blocks:
-            x, h = block.run(x, mask)
+            x, h = block.run(x, None)
             # the last `context` inputs, zeros standing in for positions before the prefix
             buffers.append(F.pad(h, (0, 0, block.context, 0))[:, h.shape[1]:])
         return self.norm(x), buffers

@@ -25,10 +25,10 @@ class _Recurrent(Backbone):
                              bidirectional=options.bidirectional)
         self.dropout = nn.Dropout(options.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         # Causal mode with right padding needs no packing: padding comes after every real
         # token, so it cannot reach them. Backward directions must not read padding first.
-        if self.options.bidirectional and not bool(mask.all()):
+        if self.options.bidirectional and mask is not None and not bool(mask.all()):
             lengths = mask.sum(1).clamp(min=1).cpu()
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
             out, _ = self.rnn(packed)

@@ -94,6 +94,7 @@ class Block(nn.Module):
 @ARCHITECTURES.register("transformer")
 class Transformer(Backbone):
     Options = TransformerOptions
+    uses_sdpa = True
 
     def __init__(self, d_model: int, n_layers: int, options: TransformerOptions):
         super().__init__(d_model, n_layers, options)
@@ -121,12 +122,12 @@ class Transformer(Backbone):
         d_ff = max(1, 4 * d + round((target - base) / per_unit))
         return d, options.model_copy(update={"d_ff": d_ff})
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self._run(x, mask)[0]
 
-    def _run(self, x: torch.Tensor, mask: torch.Tensor):
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None):
         x, rope = self._positions(x, 0)
-        attn_mask, is_causal = self._mask(mask, x.dtype)
+        attn_mask, is_causal = self._mask(mask, x.shape[1], x.device, x.dtype)
         cache = []
         for block in self.blocks:
             x, kv = block(x, attn_mask, is_causal, rope)
@@ -155,7 +156,7 @@ class Transformer(Backbone):
 
     def prefill(self, x: torch.Tensor):
         self.require_causal()
-        y, cache = self._run(x, torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        y, cache = self._run(x, None)
         return y, {"t": x.shape[1], "kv": cache}
 
     def _positions(self, x: torch.Tensor, start: int):
@@ -181,15 +182,15 @@ class Transformer(Backbone):
         angles = torch.cat((angles, angles), dim=-1)
         return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
 
-    def _mask(self, mask: torch.Tensor, dtype):
+    def _mask(self, mask: torch.Tensor | None, T: int, device, dtype):
         """(attn_mask, is_causal) for SDPA; the fused causal path when nothing else is needed."""
-        padded = not bool(mask.all())
+        padded = mask is not None and not bool(mask.all())
         alibi = self.options.position == "alibi"
         if not padded and not alibi:
             return None, self.causal
-        T = mask.shape[1]
-        idx = torch.arange(T, device=mask.device)
-        allowed = mask[:, None, None, :]  # (B, 1, 1, T) keys that are real tokens
+        idx = torch.arange(T, device=device)
+        # (B or 1, 1, 1, T): keys that are real tokens
+        allowed = mask[:, None, None, :] if padded else torch.ones(1, 1, 1, T, dtype=torch.bool, device=device)
         if self.causal:
             allowed = allowed & (idx[None, :] <= idx[:, None])
         if not alibi:

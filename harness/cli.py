@@ -1,4 +1,4 @@
-"""The ``harness`` command: run, list, table, export."""
+"""The ``harness`` command: run, sweep, list, table, plot, export, bench."""
 from __future__ import annotations
 
 import argparse
@@ -15,11 +15,11 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _seeds(value: str) -> list[int]:
+def _ints(value: str) -> list[int]:
     try:
         return [int(v) for v in _csv(value)]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"seeds must be integers, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
 
 
 def _execution_options(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,14 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
     parser.add_argument("--dry-run", action="store_true", help="print the plan without running it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--launcher", default="local",
+                        help="local (this machine; one process per GPU) or ray (a Ray cluster)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local: worker processes (default: one per visible GPU, else 1); "
+                             "ray: CPUs of the local cluster it starts (default: all)")
+    parser.add_argument("--address", default=None,
+                        help="ray: address of a running cluster (e.g. auto); default: start a local one")
+    parser.add_argument("--cpus-per-run", type=int, default=1, help="ray: CPUs each CPU run asks for")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--arch", type=_csv, required=True, help="comma-separated backbones (see `harness list`)")
     run.add_argument("--tasks", type=_csv, required=True, help="comma-separated tasks, or 'all'")
     run.add_argument("--size", default="tiny", help="size preset (parameter budget)")
-    run.add_argument("--seeds", type=_seeds, default=[0], help="comma-separated seeds")
+    run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
     run.add_argument("--budget", default="smoke", help="smoke (CPU minutes) or full (GPU-sized)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V[,V...]",
@@ -71,11 +79,85 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
     plot.add_argument("--wandb", action="store_true", help="also log the figure to W&B")
 
+    bench = sub.add_parser("bench", help="speed and peak memory against sequence length: training, "
+                                          "inference and one-token-at-a-time decoding")
+    bench.add_argument("--arch", type=_csv, help="comma-separated backbones")
+    bench.add_argument("--lengths", type=_ints, default=[128, 256, 512, 1024], help="comma-separated lengths")
+    bench.add_argument("--size", default="small", help="size preset (every backbone matched to it)")
+    bench.add_argument("--batch", type=int, default=8, help="sequences per batch")
+    bench.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    bench.add_argument("--dtype", default="auto", help="auto (bf16 autocast on CUDA, float32 on CPU), float32, bfloat16")
+    bench.add_argument("--attention", type=_csv, default=["auto", "math"],
+                       help="SDPA backends for attention models: auto, math, flash, efficient, cudnn")
+    bench.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="architecture option, e.g. position=alibi or kernel_size=5")
+    bench.add_argument("--vocab", type=int, default=256, help="softmax size of the benchmark's language model")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    bench.add_argument("--decode-tokens", type=int, default=64, help="tokens generated one at a time per cell")
+    bench.add_argument("--compile", action="store_true", help="torch.compile the model for training and inference")
+    bench.add_argument("--peak-tflops", type=float, default=None,
+                       help="dense bf16 peak for MFU (default: known from the GPU's name)")
+    bench.add_argument("--in-process", action="store_true",
+                       help="all cells in this process (faster; peak memory then means little)")
+    bench.add_argument("--format", default="md", help="md, latex or csv")
+    bench.add_argument("--out", default=None, help="folder for bench.csv and the plot (default: RESULTS/bench)")
+    bench.add_argument("--results", default=DEFAULT_RESULTS)
+    bench.add_argument("--from", dest="from_csv", default=None, metavar="CSV",
+                       help="print the table of an earlier bench.csv instead of measuring")
+
     export = sub.add_parser("export", help="every stored number in long format")
     export.add_argument("--results", default=DEFAULT_RESULTS)
     export.add_argument("--format", default="csv", help="csv or jsonl")
     export.add_argument("--output", default=None, help="file to write (default: standard output)")
     return parser
+
+
+def cmd_bench(args) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+    import pydantic
+
+    from harness.bench import BenchConfig, run_bench
+    from harness.measure import resolve_device
+    from harness.plots import plot_bench
+    from harness.registry import ARCHITECTURES, suggest
+    from harness.sweep import parse_overrides
+    from harness.tables import bench_table
+
+    if args.from_csv:
+        print(bench_table(pd.read_csv(args.from_csv, keep_default_na=True), args.format))
+        return 0
+    if not args.arch:
+        raise ValueError("harness bench needs --arch (or --from an earlier bench.csv)")
+    for arch in args.arch:
+        ARCHITECTURES.get(arch)
+    options = {}
+    for key, values in parse_overrides(args.overrides).items():
+        known = sorted({f for a in args.arch for f in ARCHITECTURES.get(a).Options.model_fields})
+        suggest("architecture option", key, known)
+        if len(values) != 1:
+            raise ValueError(f"--set {key}: harness bench takes one value per option")
+        options[key] = values[0]
+    try:
+        cfg = BenchConfig(archs=args.arch, lengths=args.lengths, size=args.size, arch_options=options,
+                          batch=args.batch, device=resolve_device(args.device), dtype=args.dtype,
+                          attention=args.attention, vocab=args.vocab, warmup=args.warmup,
+                          repeats=args.repeats, decode_tokens=args.decode_tokens, compile=args.compile,
+                          peak_tflops=args.peak_tflops, isolate=not args.in_process)
+    except pydantic.ValidationError as err:
+        raise ValueError(f"invalid bench settings:\n{err}") from None
+    signal.signal(signal.SIGTERM, _interrupt)
+    rows = pd.DataFrame(run_bench(cfg, log=lambda *a, **k: print(*a, file=sys.stderr, **k)))
+    out = Path(args.out) if args.out else Path(args.results) / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(out / "bench.csv", index=False)
+    (out / "bench.md").write_text(bench_table(rows, "md") + "\n")
+    paths = [out / "bench.csv", out / "bench.md", *plot_bench(rows, out)]
+    print(bench_table(rows, args.format))
+    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0 if (rows.status == "ok").all() else 1
 
 
 def _interrupt(signum, frame):
@@ -104,10 +186,19 @@ def cmd_sweep(args) -> int:
 
 def execute_plan(configs, args) -> int:
     """Print (``--dry-run``) or run a list of configs, then print their table."""
+    from harness.launchers import LAUNCHERS, Launch
+    from harness.registry import suggest
     from harness.store import RunStore
-    from harness.sweep import run_sweep
     from harness.tables import make_table
 
+    suggest("launcher", args.launcher, LAUNCHERS)
+    if args.launcher == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError("--launcher ray needs Ray: pip install -e '.[ray]'") from None
+    if args.workers is not None and args.workers < 1:
+        raise ValueError("--workers must be at least 1")
     store = RunStore(args.results)
     if args.dry_run:
         statuses = {c.run_id: store.status(c.run_id) for c in configs}
@@ -118,12 +209,10 @@ def execute_plan(configs, args) -> int:
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
-    tracker = None
-    if args.wandb:
-        from harness.tracking import WandbTracker
-        tracker = WandbTracker
-    summary = run_sweep(configs, store, data_dir=args.data_dir, tracker_factory=tracker,
-                        retry_failed=args.retry_failed, progress=not args.no_progress)
+    launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
+                    progress=not args.no_progress, workers=args.workers, address=args.address,
+                    cpus_per_run=args.cpus_per_run)
+    summary = LAUNCHERS[args.launcher](configs, store, launch)
     ran = ", ".join(f"{n} {status}" for status, n in summary.ran.items()) or "nothing"
     print(f"\nran: {ran}; already recorded: {summary.skipped}\n")
     print(make_table(store, "md", run_ids=[c.run_id for c in configs]))
@@ -201,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     command = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
-               "export": cmd_export}[args.command]
+               "export": cmd_export, "bench": cmd_bench}[args.command]
     try:
         code = command(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit

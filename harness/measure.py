@@ -73,6 +73,19 @@ def reset_peak_memory(device: torch.device) -> None:
         pass
 
 
+def current_memory(device: torch.device) -> float:
+    """Megabytes in use now: GPU memory allocated by tensors, or the process's resident set."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def peak_memory(device: torch.device) -> tuple[float, str]:
     """(megabytes, what was measured): GPU memory allocated by tensors, or the process's peak RSS."""
     if device.type == "cuda":

@@ -119,6 +119,51 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "agreement")
 
 
+BENCH_PANELS = {
+    "train_tokens_per_s": "training tokens/s",
+    "infer_tokens_per_s": "inference tokens/s (full sequence)",
+    "decode_tokens_per_s": "decoding tokens/s (one at a time)",
+    "train_peak_mb": "training peak memory (MB)",
+    "train_activations_mb": "activations saved for backward (MB)",
+    "decode_state_mb": "decoding state at full length (MB)",
+}
+MARKERS = "osD^v<>pP*X"
+LINESTYLES = ("-", "--", "-.", ":")
+
+
+def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Speed and memory against length, log–log, one line per architecture (and attention
+    backend); markers and line styles differ too, so the figure reads in grey-scale."""
+    from harness.tables import bench_label
+
+    rows = rows.assign(label=rows.apply(bench_label, axis=1))
+    fig, axes = plt.subplots(2, 3, figsize=(12.5, 6.4), layout="constrained")
+    caption = f"{rows['size'].iloc[0]} size, batch {rows['batch'].iloc[0]}, {rows['dtype'].iloc[0]}; " \
+              f"{', '.join(sorted(set(rows.device_name)))}"
+    fig.suptitle(f"harness bench ({caption}); missing points: out of memory", fontsize=9)
+    colours = _colours(rows.label)
+    styles = {label: (MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)])
+              for i, label in enumerate(sorted(colours))}
+    for ax, (key, title) in zip(axes.flat, BENCH_PANELS.items()):
+        for label, group in sorted(rows.groupby("label"), key=lambda kv: kv[0]):
+            data = group[["length", key]].dropna().sort_values("length") if key in group else group[[]]
+            if data.empty:
+                continue
+            marker, style = styles[label]
+            ax.plot(data["length"], data[key], marker=marker, linestyle=style, markersize=4,
+                    color=colours[label], label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("sequence length (tokens)")
+        ax.set_ylabel("MB" if key.endswith("_mb") else "tokens/s")
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    handles = [plt.Line2D([], [], color=colours[label], marker=styles[label][0], linestyle=styles[label][1],
+                          markersize=4, label=label) for label in sorted(colours)]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    return _save(fig, out_dir, "bench")
+
+
 def log_to_wandb(paths: list[Path], kind: str) -> None:
     """Log the PNGs as images of a W&B run (offline without an API key)."""
     import wandb

@@ -137,6 +137,23 @@ class RunStore:
         with self._connect() as conn:
             conn.execute("DELETE FROM runs WHERE run_id=? AND status=?", (run_id, RUNNING))
 
+    def claimed_by(self, pid: int) -> list[str]:
+        """Runs this host's process ``pid`` has claimed and not finished."""
+        with self._connect() as conn:
+            rows = conn.execute("SELECT run_id FROM runs WHERE status=? AND host=? AND pid=?",
+                                (RUNNING, socket.gethostname(), pid)).fetchall()
+        return [r[0] for r in rows]
+
+    def record(self, run_id: str) -> dict:
+        """One run's status, info, error and metrics, as plain data."""
+        with self._connect() as conn:
+            status, info, error = conn.execute("SELECT status, info, error FROM runs WHERE run_id=?",
+                                               (run_id,)).fetchone()
+            metrics = conn.execute("SELECT split, metric, length, value FROM metrics WHERE run_id=?",
+                                   (run_id,)).fetchall()
+        return {"status": status, "info": json.loads(info or "{}"), "error": error,
+                "metrics": [{"split": s, "metric": m, "length": n, "value": v} for s, m, n, v in metrics]}
+
     def runs(self) -> pd.DataFrame:
         """One row per recorded run (runs still in progress are left out)."""
         with self._connect() as conn:

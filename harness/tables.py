@@ -221,11 +221,8 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     caption = (f"{stated}; mean ± std over seeds (seeds per cell: {seeds.min()}–{seeds.max()}); "
                f"device: {'; '.join(sorted(filter(None, envs)))}; torch {', '.join(sorted(filter(None, torch_versions)))}; "
                f"git {', '.join(sorted(filter(None, shas)))}")
-    if fmt == "md":
-        return f"{table.reset_index().to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
-    if fmt == "latex":
-        latex = table.reset_index().to_latex(index=False).replace("±", r"$\pm$")
-        return f"% {caption}\n{latex}"
+    if fmt != "csv":
+        return _render(table.reset_index(), caption, fmt)
     flat = []
     for (label, size, col), (mean, std, n) in numeric.items():
         flat.append({"arch": label, "size": size, "column": col, "mean": mean, "std": std, "n": n})
@@ -259,9 +256,66 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     table = cells.unstack("length").fillna("—")
     table.columns = [str(c) for c in table.columns]
     caption = f"{task}: {split} {metric} by length (columns); mean ± std over seeds"
+    return _render(table.reset_index(), caption, fmt)
+
+
+def _render(table: pd.DataFrame, caption: str, fmt: str) -> str:
+    """Markdown with the caption below, or LaTeX with the caption as a comment above."""
     if fmt == "md":
-        return f"{table.reset_index().to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
-    return f"% {caption}\n" + table.reset_index().to_latex(index=False).replace("±", r"$\pm$")
+        return f"{table.to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
+    return f"% {caption}\n" + table.to_latex(index=False).replace("±", r"$\pm$")
+
+
+#: bench columns: row key → heading, and how to print it
+BENCH_COLUMNS = {
+    "params_non_embedding": ("params", lambda v: f"{v / 1e6:.2f}M"),
+    "length": ("length", lambda v: f"{int(v)}"),
+    "train_tokens_per_s": ("train tok/s", lambda v: f"{v:,.0f}"),
+    "infer_tokens_per_s": ("inference tok/s", lambda v: f"{v:,.0f}"),
+    "decode_tokens_per_s": ("decode tok/s", lambda v: f"{v:,.0f}"),
+    "decode_ms_per_step": ("decode ms/step", lambda v: f"{v:.2f}"),
+    "train_peak_mb": ("train peak MB", lambda v: f"{v:,.0f}"),
+    "train_activations_mb": ("activations MB", lambda v: f"{v:,.1f}"),
+    "inference_peak_mb": ("inference peak MB", lambda v: f"{v:,.0f}"),
+    "decode_state_mb": ("decode state MB", lambda v: f"{v:,.2f}"),
+    "train_flops_per_token": ("train GFLOP/token", lambda v: f"{v / 1e9:.3f}"),
+    "mfu": ("MFU", lambda v: f"{100 * v:.1f}%"),
+}
+
+
+def bench_label(row) -> str:
+    return row["arch"] if row["attention"] in ("—", None) or pd.isna(row["attention"]) \
+        else f"{row['arch']} [{row['attention']}]"
+
+
+def bench_table(rows: pd.DataFrame, fmt: str = "md") -> str:
+    """``harness bench`` rows as a table: one row per architecture (and attention backend) and
+    length; a phase that failed shows its status instead of a number."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "csv":
+        return rows.to_csv(index=False)
+    table = pd.DataFrame({"arch": rows.apply(bench_label, axis=1), "kernels": rows.get("kernels")})
+    phase_of = {"train": "train", "infer": "inference", "inference": "inference", "decode": "decode"}
+    for key, (heading, show) in BENCH_COLUMNS.items():
+        if key not in rows or rows[key].isna().all():
+            continue
+        phase = phase_of.get(key.split("_")[0])
+        table[heading] = [show(v) if pd.notna(v) else
+                          (r.get(f"{phase}_status", "—").split(" (")[0] if phase else "—")
+                          for v, (_, r) in zip(rows[key], rows.iterrows())]
+    first = rows.iloc[0]
+    memory = {"peak_rss": "resident-set growth of the cell's own process",
+              "cuda_max_allocated": "CUDA memory allocated by tensors"}.get(first.get("memory_kind"), "—")
+    caption = (f"harness bench: size {first['size']}, batch {first['batch']} × length, "
+               f"{first['dtype']}{', torch.compile' if first.get('compiled') else ''}; "
+               f"median of {first.get('repeats')} repeats after {first.get('warmup')} warm-up; "
+               f"decode: the last {int(rows['decode_tokens'].max()) if 'decode_tokens' in rows else '—'} "
+               f"tokens generated one at a time after the rest as a prefix; peak memory: {memory}, "
+               f"model and optimiser included; activations: tensors saved for the backward pass; "
+               f"decode state: RNN state, CNN buffers or KV cache at the full length; device: {', '.join(sorted(set(rows.device_name)))}; "
+               f"torch {', '.join(sorted(set(rows.torch_version)))}; git {', '.join(sorted(set(rows.git_sha)))}")
+    return _render(table.fillna("—"), caption, fmt)
 
 
 def export(store: RunStore, fmt: str = "csv") -> str:

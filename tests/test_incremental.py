@@ -63,3 +63,11 @@ def test_bidirectional_backbones_refuse_to_step(name, options):
         model.init_state(1, "cpu", torch.float32)
     with pytest.raises(ValueError, match="causal"):
         model.prefill(torch.randn(1, 3, D))
+
+
+@pytest.mark.parametrize("name,options", list(variants()))
+def test_no_mask_means_no_padding(name, options):
+    model = build(name, options)
+    x = torch.randn(2, T, D)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, None), full_forward(model, x))

@@ -1,0 +1,284 @@
+"""Launchers: where a sweep's runs execute.
+
+- ``local``: in this process, one run after another; or, with several workers (by default one
+  per visible GPU), one process per worker, each pinned to its own GPU, all claiming runs from
+  the same store. A worker that dies is replaced; its run is redone once, then recorded as
+  failed.
+- ``ray``: each run is a Ray task asking for one GPU (or some CPUs) on a local or remote Ray
+  cluster. Workers need neither the run store nor a shared disk: each runs in a scratch store
+  and sends back its metrics and files; the driver writes them into the store.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.config import RunConfig
+from harness.runner import CHECKPOINT
+from harness.store import FINISHED, Metric, RunStore
+from harness.sweep import SweepSummary, run_sweep
+
+#: times a run may take its worker down with it before it is recorded as failed
+WORKER_DEATHS_ALLOWED = 1
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run a sweep's configs: everything but the configs and the store."""
+
+    data_dir: str | None = None
+    wandb: bool = False
+    retry_failed: bool = False
+    progress: bool = True
+    #: local: worker processes (None: one per visible GPU for CUDA runs, else 1);
+    #: ray: CPUs of the local cluster it starts (None: all)
+    workers: int | None = None
+    #: ray: cluster address (None: start a local cluster)
+    address: str | None = None
+    #: ray: CPUs each run asks for when it runs on the CPU
+    cpus_per_run: int = 1
+
+
+def _tracker(launch: Launch):
+    if not launch.wandb:
+        return None
+    from harness.tracking import WandbTracker
+    return WandbTracker
+
+
+def visible_gpus() -> int:
+    import torch
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=print) -> SweepSummary:
+    workers = launch.workers
+    if workers is None:
+        uses_gpu = any(cfg.device.startswith("cuda") for cfg in configs)
+        workers = max(1, visible_gpus()) if uses_gpu else 1
+    if workers == 1:
+        return run_sweep(configs, store, data_dir=launch.data_dir, tracker_factory=_tracker(launch),
+                         retry_failed=launch.retry_failed, progress=launch.progress, log=log)
+    return _run_workers(configs, store, launch, workers, log)
+
+
+def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
+    """One local worker process: runs whatever it can claim, pinned to GPU ``slot``."""
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+    else:  # CPU workers share the cores
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.workers))
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        run_sweep(configs, RunStore(root), data_dir=launch.data_dir, tracker_factory=_tracker(launch),
+                  retry_failed=launch.retry_failed, progress=False,
+                  log=lambda msg, **kw: print(f"[worker {slot}] {msg}", **kw))
+    except KeyboardInterrupt:
+        pass  # run_sweep has given the run in progress back
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) -> SweepSummary:
+    from dataclasses import replace
+
+    launch = replace(launch, workers=workers)
+    gpus = visible_gpus() if any(cfg.device.startswith("cuda") for cfg in configs) else 0
+    context = multiprocessing.get_context("spawn")
+    before = {cfg.run_id: store.status(cfg.run_id) for cfg in configs}
+    deaths: dict[str, int] = {}
+
+    def start(slot):
+        process = context.Process(target=_worker, args=(slot, gpus, configs, str(store.root), launch),
+                                  name=f"harness-worker-{slot}")
+        process.start()
+        return process
+
+    log(f"local launcher: {workers} worker processes" + (f" over {gpus} GPUs" if gpus else " on the CPU"),
+        flush=True)
+    processes = {slot: start(slot) for slot in range(workers)}
+    try:
+        while processes:
+            time.sleep(0.2)
+            for slot, process in list(processes.items()):
+                if process.is_alive():
+                    continue
+                del processes[slot]
+                if process.exitcode == 0:
+                    continue
+                # died: its claimed run is redone by a new worker, or recorded as failed
+                for run_id in store.claimed_by(process.pid):
+                    deaths[run_id] = deaths.get(run_id, 0) + 1
+                    if deaths[run_id] > WORKER_DEATHS_ALLOWED:
+                        store.finish(run_id, "failed", [], {}, f"its worker process died {deaths[run_id]} "
+                                     f"times (exit code {process.exitcode}; killed by the system for memory?)")
+                log(f"worker {slot} died (exit code {process.exitcode}); starting a new one", flush=True)
+                processes[slot] = start(slot)
+    except KeyboardInterrupt:
+        for process in processes.values():
+            process.terminate()  # SIGTERM: each worker gives its run back
+        for process in processes.values():
+            process.join()
+        raise
+    summary = SweepSummary()
+    for cfg in configs:
+        status = store.status(cfg.run_id)
+        if before[cfg.run_id] == FINISHED or (before[cfg.run_id] == status and not launch.retry_failed):
+            summary.skipped += 1
+        elif status:
+            summary.add(status)
+    return summary
+
+
+# ---------------------------------------------------------------- Ray
+
+_TASK_CACHE: dict = {}
+
+
+def _cached_task(cfg: RunConfig, data_dir):
+    """A worker process loads each dataset once, however many runs it executes."""
+    import json
+
+    from harness.runner import make_task
+
+    key = (cfg.task, json.dumps(cfg.task_options, sort_keys=True), data_dir)
+    if key not in _TASK_CACHE:
+        _TASK_CACHE[key] = make_task(cfg, data_dir)
+    return _TASK_CACHE[key]
+
+
+def execute_remote(cfg_json: str, data_dir, wandb: bool, upstream_json: str | None,
+                   upstream_files: dict[str, bytes] | None) -> dict:  # runs on a Ray worker
+    """Run one config in a scratch store (with its upstream run, if any, copied in) and return
+    everything the driver records: status, metrics, info, error and the run folder's files."""
+    from harness.runner import execute
+
+    cfg = RunConfig.model_validate_json(cfg_json)
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as scratch_dir:
+        scratch = RunStore(scratch_dir)
+        upstream_task = None
+        if upstream_json:
+            upstream = RunConfig.model_validate_json(upstream_json)
+            scratch.claim(upstream)
+            _write_files(scratch.run_dir(upstream.run_id), upstream_files or {})
+            scratch.finish(upstream.run_id, FINISHED, [], {})
+            upstream_task = _cached_task(upstream, data_dir)
+        scratch.claim(cfg)
+        tracker = _tracker(Launch(wandb=wandb))
+        execute(cfg, _cached_task(cfg, data_dir), scratch, tracker, progress=False, upstream=upstream_task)
+        record = scratch.record(cfg.run_id)
+        record["files"] = _read_files(scratch.run_dir(cfg.run_id))
+        record["host"] = os.uname().nodename
+        return record
+
+
+def _read_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print) -> SweepSummary:
+    """Submit every run that is not recorded yet as a Ray task; record results as they arrive.
+    A run whose upstream run (e.g. the language model it scores) is in the plan waits for it."""
+    import ray
+
+    if launch.data_dir:  # workers resolve it from their own working directory
+        launch = _with_absolute_data_dir(launch)
+    by_id = {cfg.run_id: cfg for cfg in configs}
+    summary = SweepSummary()
+    pending = []
+    for cfg in configs:
+        if store.claim(cfg, retry_failed=launch.retry_failed):
+            pending.append(cfg)
+        else:
+            log(f"{_name(cfg)}: {store.status(cfg.run_id)}, skipped", flush=True)
+            summary.skipped += 1
+    if not pending:
+        return summary
+    started_here = not ray.is_initialized()
+    if started_here:
+        local = {"num_cpus": launch.workers} if launch.workers and not launch.address else {}
+        ray.init(address=launch.address, include_dashboard=False, log_to_driver=False,
+                 logging_level="warning", **local)
+    remote = ray.remote(max_retries=WORKER_DEATHS_ALLOWED)(execute_remote)
+    running: dict = {}
+    try:
+        while pending or running:
+            unfinished = {c.run_id for c in pending} | set(running.values())
+            for cfg in [c for c in pending if c.upstream not in unfinished]:
+                pending.remove(cfg)
+                upstream, files = None, None
+                if cfg.upstream:
+                    if store.status(cfg.upstream) != FINISHED:
+                        store.finish(cfg.run_id, "failed", [], {}, f"its upstream run {cfg.upstream} "
+                                     f"is {store.status(cfg.upstream) or 'not in the store'}")
+                        summary.add("failed")
+                        continue
+                    folder = store.run_dir(cfg.upstream)
+                    upstream = (folder / "config.json").read_text()
+                    files = {name: (folder / name).read_bytes() for name in ("config.json", CHECKPOINT)}
+                resources = {"num_gpus": 1} if cfg.device.startswith("cuda") else {"num_cpus": launch.cpus_per_run}
+                ref = remote.options(**resources).remote(cfg.model_dump_json(), launch.data_dir,
+                                                         launch.wandb, upstream, files)
+                running[ref] = cfg.run_id
+            if not running:
+                break
+            done, _ = ray.wait(list(running), num_returns=1)
+            run_id = running.pop(done[0])
+            status = _record(store, by_id[run_id], done[0])
+            log(f"{_name(by_id[run_id])}: {status}", flush=True)
+            summary.add(status)
+    except KeyboardInterrupt:
+        for ref, run_id in running.items():
+            ray.cancel(ref, force=True)
+            store.release(run_id)
+        for cfg in pending:
+            store.release(cfg.run_id)
+        raise
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary
+
+
+def _record(store: RunStore, cfg: RunConfig, ref) -> str:
+    """Write a finished Ray task's files and outcome into the store (files first, so a finished
+    run always has them)."""
+    import ray
+
+    try:
+        record = ray.get(ref)
+    except ray.exceptions.RayError as err:  # the worker died more often than retries allow
+        store.finish(cfg.run_id, "failed", [], {}, f"Ray task failed: {type(err).__name__}: {err}")
+        return "failed"
+    _write_files(store.run_dir(cfg.run_id), record["files"])
+    metrics = [Metric(m["split"], m["metric"], m["value"], m["length"]) for m in record["metrics"]]
+    info = {**record["info"], "worker_host": record["host"]}
+    store.finish(cfg.run_id, record["status"], metrics, info, record["error"])
+    return record["status"]
+
+
+def _with_absolute_data_dir(launch: Launch) -> Launch:
+    from dataclasses import replace
+    return replace(launch, data_dir=str(Path(launch.data_dir).resolve()))
+
+
+def _name(cfg: RunConfig) -> str:
+    return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+
+
+LAUNCHERS = {"local": run_local, "ray": run_ray}

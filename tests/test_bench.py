@@ -1,0 +1,145 @@
+"""harness bench: every registered backbone is measured; FLOP counts are exact; running out of
+memory or lacking a kernel is recorded, not fatal; the CLI writes a table, a CSV and a plot."""
+import io
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from harness import bench
+from harness.bench import (
+    BenchConfig,
+    LanguageModel,
+    measure_cell,
+    run_bench,
+    train_flops_per_token,
+)
+from harness.registry import ARCHITECTURES
+from harness.tables import bench_table
+from tests.conftest import harness
+
+QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, decode_tokens=4, isolate=False,
+             device="cpu")
+
+
+def test_every_backbone_is_measured_in_every_phase():
+    rows = run_bench(BenchConfig(archs=ARCHITECTURES.names(), **QUICK), log=lambda *a, **k: None)
+    measured = {(r["arch"], r["attention"]) for r in rows}
+    assert {a for a, _ in measured} == set(ARCHITECTURES.names())
+    assert ("transformer", "auto") in measured and ("transformer", "math") in measured
+    for row in rows:
+        assert row["status"] == "ok", row
+        for key in ("train_tokens_per_s", "infer_tokens_per_s", "decode_tokens_per_s", "train_flops_per_token"):
+            assert row[key] > 0, (row["arch"], key)
+        assert row["decode_tokens"] == 4
+        assert row["git_sha"] and row["device_name"] and row["torch_version"] == torch.__version__
+    kernels = {(r["arch"], r["attention"]): r["kernels"] for r in rows}
+    assert kernels["transformer", "math"] == "attention: math"
+    assert kernels["transformer", "auto"].startswith("attention: flash")  # PyTorch's CPU flash kernel
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_flops_extend_exactly_from_short_lengths(arch):
+    """The quadratic extension from lengths 8–24 equals a direct count at a longer length."""
+    length = 40
+    with torch.device("meta"):
+        from architectures.sizing import build_backbone
+        model = LanguageModel(build_backbone(arch, "tiny", {}), 256)
+    tokens = torch.zeros(1, length, dtype=torch.long, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten()).backward()
+    assert train_flops_per_token(arch, "tiny", {}, 256, length) == pytest.approx(
+        counter.get_total_flops() / length, rel=1e-9)
+
+
+def test_recurrent_flops_are_six_per_weight_per_token():
+    """Forward + backward of a matmul-only model: 6 FLOPs per weight per token (biases aside)."""
+    with torch.device("meta"):
+        from architectures.sizing import build_backbone
+        model = LanguageModel(build_backbone("lstm", "tiny", {}), 256)
+    weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed"))
+    assert train_flops_per_token("lstm", "tiny", {}, 256, 128) == pytest.approx(6 * weights, rel=0.01)
+
+
+def test_out_of_memory_is_recorded_and_not_retried_at_longer_lengths(monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(bench, "make_optimizer", no_memory)  # the training phase runs out of memory
+    rows = run_bench(BenchConfig(archs=["gru"], **QUICK), log=lambda *a, **k: None)
+    assert [r["train_status"] for r in rows] == ["oom", "oom (at a shorter length)"]
+    assert all(r["inference_status"] == "ok" and r["infer_tokens_per_s"] > 0 for r in rows)
+    assert rows[0]["status"] == "train: oom"
+    assert "train_tokens_per_s" not in rows[0]
+    table = bench_table(pd.DataFrame(rows), "md")
+    assert "| oom " in table
+
+
+def test_a_backend_the_device_lacks_is_recorded_as_unsupported():
+    row = measure_cell(BenchConfig(archs=["transformer"], attention=["efficient"], **QUICK),
+                       "transformer", "efficient", 8)
+    assert row["inference_status"] == row["train_status"] == "unsupported"
+
+
+def test_mfu_uses_the_given_peak():
+    row = measure_cell(BenchConfig(archs=["cnn"], dtype="bfloat16", peak_tflops=2.0, **QUICK), "cnn", "auto", 8)
+    assert row["dtype"] == "bfloat16" and row["status"] == "ok"
+    assert row["mfu"] == pytest.approx(row["train_flops_per_token"] * row["train_tokens_per_s"] / 2e12)
+
+
+@pytest.mark.parametrize("name,peak", [("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0),
+                                       ("NVIDIA H200", 989.4), ("NVIDIA A100-SXM4-80GB", 312.0),
+                                       ("Some Future GPU", None)])
+def test_peak_is_looked_up_from_the_device_name(monkeypatch, name, peak):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    assert bench.peak_tflops(torch.device("cuda"), None) == peak
+
+
+def test_cli_writes_csv_table_and_plot_with_each_cell_in_its_own_process(tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = harness("bench", "--arch", "lstm", "--lengths", "16", "--size", "tiny", "--batch", "2",
+                   "--warmup", "1", "--repeats", "1", "--decode-tokens", "4", "--device", "cpu",
+                   "--format", "csv", "--out", out)
+    assert code == 0
+    printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    stored = pd.read_csv(out / "bench.csv")
+    assert list(printed.arch) == list(stored.arch) == ["lstm"]
+    assert stored.train_peak_mb.iloc[0] > 1, "a fresh process measures the model's own memory"
+    for name in ("bench.png", "bench.pdf", "bench.md"):
+        assert (out / name).stat().st_size > 1000
+    assert harness("bench", "--from", out / "bench.csv", "--format", "latex") == 0
+    latex = capsys.readouterr().out
+    assert "\\toprule" in latex and "lstm" in latex and "git" in latex
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--arch", "lstn"], "lstm"),
+    (["--arch", "transformer", "--attention", "flashy"], "unknown attention backend"),
+    (["--arch", "transformer", "--set", "positon=alibi"], "position"),
+    ([], "needs --arch"),
+])
+def test_bad_bench_input_is_a_clear_error(args, message, capsys):
+    assert harness("bench", "--lengths", "8", *args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch,backend,quadratic", [("lstm", "auto", False), ("cnn", "auto", False),
+                                                    ("transformer", "auto", False), ("transformer", "math", True)])
+def test_activation_memory_is_linear_in_length_unless_attention_is_materialised(arch, backend, quadratic):
+    import contextlib
+
+    from architectures.sizing import build_backbone
+    from harness.bench import _sdpa_backend, activation_bytes
+
+    torch.manual_seed(0)
+    model = LanguageModel(build_backbone(arch, "tiny", {}), 256)
+    with _sdpa_backend(backend):
+        a1, a2, a4 = (activation_bytes(model, torch.randint(256, (2, n)), contextlib.nullcontext)
+                      for n in (32, 64, 128))
+    # zero for a + bL; 6144·c for a term c·L² (lengths 32, 64, 128)
+    second_difference = (a4 - a2) - 2 * (a2 - a1)
+    # math attention keeps one (batch, heads, L, L) float32 matrix per layer for its backward pass
+    attention = 2 * model.backbone.options.n_heads * model.backbone.n_layers * 4 if quadratic else 0
+    assert second_difference == 6144 * attention

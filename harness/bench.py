@@ -74,6 +74,8 @@ class BenchConfig(pydantic.BaseModel):
     vocab: pydantic.PositiveInt = 256
     warmup: pydantic.NonNegativeInt = 2
     repeats: pydantic.PositiveInt = 5
+    #: more repeats (up to 100) until the timed calls of a phase add up to this
+    min_seconds: pydantic.NonNegativeFloat = 1.0
     #: tokens generated one at a time, after a prefix of length - decode_tokens
     decode_tokens: pydantic.PositiveInt = 64
     compile: bool = False
@@ -196,12 +198,13 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
     return None
 
 
-def median_seconds(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones."""
+def median_seconds(fn, device: torch.device, warmup: int, repeats: int, min_seconds: float = 0.0) -> float:
+    """Median wall time of ``fn()`` after ``warmup`` untimed calls, over ``repeats`` timed calls,
+    or more (up to 100) until they add up to ``min_seconds``: short calls are noisy."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 100):
         synchronize(device)
         start = time.perf_counter()
         fn()
@@ -256,7 +259,7 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
         model.eval()
         with torch.no_grad(), amp():
             row["kernels"] = kernels_used(model, tokens)
-            seconds = median_seconds(lambda: run(tokens), device, cfg.warmup, cfg.repeats)
+            seconds = median_seconds(lambda: run(tokens), device, cfg.warmup, cfg.repeats, cfg.min_seconds)
         row["infer_tokens_per_s"] = tokens_per_step / seconds
 
     def decode():
@@ -279,7 +282,7 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
                     token = model.head(y).argmax(-1)
                 final["state"] = state
 
-            seconds = median_seconds(generate, device, min(cfg.warmup, 1), cfg.repeats)
+            seconds = median_seconds(generate, device, min(cfg.warmup, 1), cfg.repeats, cfg.min_seconds)
         row.update(decode_tokens=steps, decode_tokens_per_s=cfg.batch * steps / seconds,
                    decode_ms_per_step=1000 * seconds / steps,
                    decode_state_mb=state_bytes(final["state"]) / 2**20)
@@ -297,7 +300,7 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
 
-        seconds = median_seconds(step, device, max(cfg.warmup, 1), cfg.repeats)
+        seconds = median_seconds(step, device, max(cfg.warmup, 1), cfg.repeats, cfg.min_seconds)
         row["train_tokens_per_s"] = tokens_per_step / seconds
         row["train_activations_mb"] = activation_bytes(model, tokens, amp) / 2**20
         row["train_flops_per_token"] = train_flops_per_token(arch, cfg.size, options, cfg.vocab, length)
@@ -326,7 +329,7 @@ def _identity(cfg: BenchConfig, arch: str, backend: str, length: int) -> dict:
     """What every row carries: the cell, the measurement protocol and the environment."""
     return {"arch": arch, "attention": backend, "length": length, "size": cfg.size, "batch": cfg.batch,
             "dtype": cfg.resolved_dtype, "compiled": cfg.compile, "vocab": cfg.vocab,
-            "warmup": cfg.warmup, "repeats": cfg.repeats, **environment(torch.device(cfg.device))}
+            "warmup": cfg.warmup, "repeats": cfg.repeats, "min_seconds": cfg.min_seconds, **environment(torch.device(cfg.device))}
 
 
 def _with_status(row: dict, problems: dict[str, str]) -> dict:

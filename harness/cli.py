@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--vocab", type=int, default=256, help="softmax size of the benchmark's language model")
     bench.add_argument("--warmup", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
+    bench.add_argument("--min-seconds", type=float, default=1.0,
+                       help="repeat (up to 100 times) until a phase's timed calls add up to this")
     bench.add_argument("--decode-tokens", type=int, default=64, help="tokens generated one at a time per cell")
     bench.add_argument("--compile", action="store_true", help="torch.compile the model for training and inference")
     bench.add_argument("--peak-tflops", type=float, default=None,
@@ -144,7 +146,8 @@ def cmd_bench(args) -> int:
         cfg = BenchConfig(archs=args.arch, lengths=args.lengths, size=args.size, arch_options=options,
                           batch=args.batch, device=resolve_device(args.device), dtype=args.dtype,
                           attention=args.attention, vocab=args.vocab, warmup=args.warmup,
-                          repeats=args.repeats, decode_tokens=args.decode_tokens, compile=args.compile,
+                          repeats=args.repeats, min_seconds=args.min_seconds,
+                          decode_tokens=args.decode_tokens, compile=args.compile,
                           peak_tflops=args.peak_tflops, isolate=not args.in_process)
     except pydantic.ValidationError as err:
         raise ValueError(f"invalid bench settings:\n{err}") from None

@@ -309,7 +309,8 @@ def bench_table(rows: pd.DataFrame, fmt: str = "md") -> str:
               "cuda_max_allocated": "CUDA memory allocated by tensors"}.get(first.get("memory_kind"), "—")
     caption = (f"harness bench: size {first['size']}, batch {first['batch']} × length, "
                f"{first['dtype']}{', torch.compile' if first.get('compiled') else ''}; "
-               f"median of {first.get('repeats')} repeats after {first.get('warmup')} warm-up; "
+               f"median of ≥ {first.get('repeats')} repeats (and ≥ {first.get('min_seconds')} s) after "
+               f"{first.get('warmup')} warm-up; "
                f"decode: the last {int(rows['decode_tokens'].max()) if 'decode_tokens' in rows else '—'} "
                f"tokens generated one at a time after the rest as a prefix; peak memory: {memory}, "
                f"model and optimiser included; activations: tensors saved for the backward pass; "

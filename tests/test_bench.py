@@ -1,6 +1,7 @@
 """harness bench: every registered backbone is measured; FLOP counts are exact; running out of
 memory or lacking a kernel is recorded, not fatal; the CLI writes a table, a CSV and a plot."""
 import io
+import time
 
 import pandas as pd
 import pytest
@@ -19,8 +20,8 @@ from harness.registry import ARCHITECTURES
 from harness.tables import bench_table
 from tests.conftest import harness
 
-QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, decode_tokens=4, isolate=False,
-             device="cpu")
+QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, min_seconds=0, decode_tokens=4,
+             isolate=False, device="cpu")
 
 
 def test_every_backbone_is_measured_in_every_phase():
@@ -100,7 +101,7 @@ def test_peak_is_looked_up_from_the_device_name(monkeypatch, name, peak):
 def test_cli_writes_csv_table_and_plot_with_each_cell_in_its_own_process(tmp_path, capsys):
     out = tmp_path / "bench"
     code = harness("bench", "--arch", "lstm", "--lengths", "16", "--size", "tiny", "--batch", "2",
-                   "--warmup", "1", "--repeats", "1", "--decode-tokens", "4", "--device", "cpu",
+                   "--warmup", "1", "--repeats", "1", "--min-seconds", "0", "--decode-tokens", "4", "--device", "cpu",
                    "--format", "csv", "--out", out)
     assert code == 0
     printed = pd.read_csv(io.StringIO(capsys.readouterr().out))
@@ -143,3 +144,12 @@ def test_activation_memory_is_linear_in_length_unless_attention_is_materialised(
     # math attention keeps one (batch, heads, L, L) float32 matrix per layer for its backward pass
     attention = 2 * model.backbone.options.n_heads * model.backbone.n_layers * 4 if quadratic else 0
     assert second_difference == 6144 * attention
+
+
+def test_short_calls_are_repeated_until_they_add_up_to_min_seconds():
+    calls = []
+    bench.median_seconds(lambda: (calls.append(1), time.sleep(0.01)), torch.device("cpu"), 0, 2, 0.1)
+    assert 9 <= len(calls) <= 11
+    calls.clear()
+    bench.median_seconds(lambda: calls.append(1), torch.device("cpu"), 1, 3, 0.0)
+    assert len(calls) == 4

@@ -176,7 +176,7 @@ def execute_remote(cfg_json: str, data_dir, wandb: bool, upstream_json: str | No
         execute(cfg, _cached_task(cfg, data_dir), scratch, tracker, progress=False, upstream=upstream_task)
         record = scratch.record(cfg.run_id)
         record["files"] = _read_files(scratch.run_dir(cfg.run_id))
-        record["host"] = os.uname().nodename
+        record["host"], record["pid"] = os.uname().nodename, os.getpid()
         return record
 
 
@@ -267,7 +267,7 @@ def _record(store: RunStore, cfg: RunConfig, ref) -> str:
         return "failed"
     _write_files(store.run_dir(cfg.run_id), record["files"])
     metrics = [Metric(m["split"], m["metric"], m["value"], m["length"]) for m in record["metrics"]]
-    info = {**record["info"], "worker_host": record["host"]}
+    info = {**record["info"], "worker_host": record["host"], "worker_pid": record["pid"]}
     store.finish(cfg.run_id, record["status"], metrics, info, record["error"])
     return record["status"]
 

@@ -1,5 +1,6 @@
 """Launchers: the Ray launcher (a local cluster with 2 workers) records exactly what the local
 launcher records; local worker processes survive one of them being killed with SIGKILL."""
+import json
 import os
 import signal
 import subprocess
@@ -66,3 +67,24 @@ def test_killed_local_worker_is_replaced_and_its_run_redone(tmp_path, data_dir):
     assert victim not in set(store.runs().pid), "the killed worker finished nothing it had claimed"
     with store._connect() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_killed_ray_worker_is_retried(tmp_path, data_dir):
+    pytest.importorskip("ray")
+    store = RunStore(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command(tmp_path, data_dir, "0,1", 60) + ["--launcher", "ray", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline, victims = time.time() + 180, []
+    while time.time() < deadline and not victims:  # Ray names a worker after the task it runs
+        found = subprocess.run(["pgrep", "-f", "ray::execute_remote"], capture_output=True, text=True)
+        victims = [int(pid) for pid in found.stdout.split()]
+        time.sleep(0.1)
+    assert victims, "expected a Ray worker running a harness run"
+    time.sleep(1.0)
+    os.kill(victims[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert counts(store) == {"finished": 2}
+    workers = {json.loads(info)["worker_pid"] for info in store.runs()["info"]}
+    assert victims[0] not in workers, "the killed worker's run was retried on another worker"

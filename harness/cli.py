@@ -1,4 +1,4 @@
-"""The ``harness`` command: run, sweep, list, table, plot, export, bench."""
+"""The ``harness`` command: run, sweep, list, table, plot, export, report, bench."""
 from __future__ import annotations
 
 import argparse
@@ -68,13 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only this task (or task family, e.g. extrapolation); adds efficiency columns")
     table.add_argument("--protocol", default="all",
                        help="all: every setting a row; best-lr: each row at its best learning rate by dev score")
+    table.add_argument("--stat", default="std", help="std, or ci95: the 95%% confidence interval over seeds")
+    table.add_argument("--efficiency", action="store_true",
+                       help="params, train and inference tokens/s and peak memory per training task")
     table.add_argument("--by", choices=["length"], default=None,
                        help="length: one column per length bucket of one task (e.g. extrapolation/parity)")
     table.add_argument("--metric", default=None, help="with --by length: the metric (default: the task's)")
     table.add_argument("--split", default="test", help="with --by length: the split")
 
-    plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance (agreement)")
-    plot.add_argument("kind", help="extrapolation or agreement")
+    plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance "
+                                        "(agreement), accuracy vs throughput (pareto)")
+    plot.add_argument("kind", help="extrapolation, agreement or pareto")
     plot.add_argument("--results", default=DEFAULT_RESULTS)
     plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
     plot.add_argument("--wandb", action="store_true", help="also log the figure to W&B")
@@ -107,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", default=DEFAULT_RESULTS)
     bench.add_argument("--from", dest="from_csv", default=None, metavar="CSV",
                        help="print the table of an earlier bench.csv instead of measuring")
+
+    report = sub.add_parser("report", help="one Markdown + HTML document: every table and figure, the "
+                                            "environment, the commands that reproduce them")
+    report.add_argument("--results", default=DEFAULT_RESULTS)
+    report.add_argument("--out", default="report", help="folder for report.md, report.html, tables/, figures/")
+    report.add_argument("--wandb", action="store_true", help="also log the tables and figures to W&B")
 
     export = sub.add_parser("export", help="every stored number in long format")
     export.add_argument("--results", default=DEFAULT_RESULTS)
@@ -191,6 +201,7 @@ def execute_plan(configs, args) -> int:
     """Print (``--dry-run``) or run a list of configs, then print their table."""
     from harness.launchers import LAUNCHERS, Launch
     from harness.registry import suggest
+    from harness.report import record_invocation
     from harness.store import RunStore
     from harness.tables import make_table
 
@@ -211,6 +222,7 @@ def execute_plan(configs, args) -> int:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
+    record_invocation(store, args.argv, getattr(args, "file", None))
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
     launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
                     progress=not args.no_progress, workers=args.workers, address=args.address,
@@ -254,7 +266,8 @@ def cmd_table(args) -> int:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
         print(length_table(store, args.task, args.metric, args.split, args.format))
     else:
-        print(make_table(store, args.format, task=args.task, protocol=args.protocol))
+        print(make_table(store, args.format, task=args.task, protocol=args.protocol, stat=args.stat,
+                         efficiency=args.efficiency))
     return 0
 
 
@@ -275,6 +288,17 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from pathlib import Path
+
+    from harness.report import write_report
+    from harness.store import RunStore
+
+    path = write_report(RunStore(args.results), Path(args.out), wandb=args.wandb)
+    print(f"wrote {path} and {path.with_suffix('.html')}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from harness.store import RunStore
     from harness.tables import export
@@ -292,8 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     from harness.data import MissingDataset
 
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     command = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
-               "export": cmd_export, "bench": cmd_bench}[args.command]
+               "export": cmd_export, "bench": cmd_bench, "report": cmd_report}[args.command]
     try:
         code = command(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit

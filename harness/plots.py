@@ -12,9 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from harness.registry import TASKS  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
 from harness.tables import task_labels, length_metric, row_labels  # noqa: E402
 
+MARKERS = "osD^v<>pP*X"
+LINESTYLES = ("-", "--", "-.", ":")
 Y_LABELS = {"lm": "test perplexity (window of this length)", "extrapolation": "test accuracy"}
 
 
@@ -119,6 +122,63 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "agreement")
 
 
+def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
+    """Each training task's headline test metric against training tokens/s, one point per row
+    (mean over seeds, bars: std), the Pareto front (faster and better) joined by a line."""
+    from harness.tables import _columns, _direction, summarise
+
+    values, runs = summarise(store)
+    values = values[values.task.isin({t for t in values.task if not TASKS.get(t.split("/")[0]).upstream})]
+    panels = []
+    for task in sorted(set(values.task)):
+        headline = next(iter(_columns(task).values()))
+        data = values[values.task == task].set_index(["label", "size", "column"])
+        points = [(label, size, data.loc[(label, size, "train tok/s")], data.loc[(label, size, headline)])
+                  for label, size in sorted({(lb, sz) for lb, sz, _ in data.index})
+                  if (label, size, "train tok/s") in data.index and (label, size, headline) in data.index]
+        if points:
+            panels.append((task, headline, points))
+    if not panels:
+        raise ValueError("no finished training runs with throughput and a test metric in the run store")
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False, layout="constrained")
+    fig.suptitle("accuracy against speed: mean over seeds (bars: std); line: the Pareto front", fontsize=9)
+    labels = sorted({f"{label} ({size})" for _, _, pts in panels for label, size, _, _ in pts})
+    colours = _colours(labels)
+    markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
+    for ax, (task, headline, points) in zip(axes.flat, panels):
+        better = _direction(headline)
+        front, best = [], None
+        for label, size, speed, score in sorted(points, key=lambda p: -p[2]["mean"]):
+            name = f"{label} ({size})"
+            ax.errorbar(speed["mean"], score["mean"], xerr=_std(speed), yerr=_std(score), marker=markers[name],
+                        color=colours[name], linestyle="none", markersize=5, capsize=2)
+            if best is None or (score["mean"] > best if better == "max" else score["mean"] < best):
+                best = score["mean"]
+                front.append((speed["mean"], score["mean"]))
+        ax.plot(*zip(*front), color="grey", linewidth=0.8, linestyle="--", zorder=0)
+        speeds = [speed["mean"] for _, _, speed, _ in points]
+        if max(speeds) > 10 * min(speeds):
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("training tokens/s")
+        ax.set_ylabel(f"{headline} ({'higher' if better == 'max' else 'lower'} is better)", fontsize=8)
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=colours[label], marker=markers[label], linestyle="none", label=label)
+               for label in labels]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    return _save(fig, out_dir, "pareto")
+
+
+def _std(stats) -> float:
+    return 0.0 if stats["count"] < 2 or pd.isna(stats["std"]) else stats["std"]
+
+
 BENCH_PANELS = {
     "train_tokens_per_s": "training tokens/s",
     "infer_tokens_per_s": "inference tokens/s (full sequence)",
@@ -127,8 +187,6 @@ BENCH_PANELS = {
     "train_activations_mb": "activations saved for backward (MB)",
     "decode_state_mb": "decoding state at full length (MB)",
 }
-MARKERS = "osD^v<>pP*X"
-LINESTYLES = ("-", "--", "-.", ":")
 
 
 def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -176,4 +234,4 @@ def log_to_wandb(paths: list[Path], kind: str) -> None:
     run.finish()
 
 
-PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement}
+PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement, "pareto": plot_pareto}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pandas as pd
 
@@ -163,18 +164,24 @@ def summarise(store: RunStore, run_ids: list[str] | None = None,
         keep.append(heading if heading and wanted and row.status == FINISHED else None)
     metrics = metrics.assign(column=keep).dropna(subset=["column"])
     values = (metrics.groupby(["label", "size", "task", "column"], sort=False)["value"]
-              .agg(["mean", "std", "count"]).reset_index())
+              .agg(["mean", "std", "count", list]).rename(columns={"list": "samples"}).reset_index())
     return values, runs
 
 
 def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None,
-               task: str | None = None, protocol: str = "all") -> str:
-    """Rows: architecture and size; columns: each task's metrics, plus efficiency columns when
-    the table holds one task (``task`` keeps the tasks whose label starts with it). Protocol
-    ``all`` reports every setting; ``best-lr`` each row at its best learning rate (by dev score)."""
+               task: str | None = None, protocol: str = "all", stat: str = "std",
+               efficiency: bool = False) -> str:
+    """Rows: architecture, size and parameter count; columns: each task's metrics, plus
+    efficiency columns when the table holds one task (``task`` keeps the tasks whose label
+    starts with it). Cells: mean ± std (or ± the 95% confidence interval) over seeds; the best
+    in each column in bold, and marked † those not significantly different from it (Welch's
+    t-test across seeds, p ≥ 0.05). Protocol ``all`` reports every setting; ``best-lr`` each row
+    at its best learning rate (by dev score). ``efficiency``: only the efficiency columns, for
+    every task that trains."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
     suggest("protocol", protocol, PROTOCOLS)
+    suggest("statistic", stat, STATS)
     if protocol == "best-lr":
         run_ids, chosen = best_lr(store, run_ids)
         values, runs = summarise(store, run_ids, ignore=frozenset({"lr"}))
@@ -191,38 +198,49 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
         values = values[values.task.isin(chosen)]
     if runs.empty:
         return "no runs recorded yet"
-    if len(set(runs.task)) > 1:
+    if efficiency:
+        trains = [t for t in set(runs.task) if not TASKS.get(t.split("/")[0]).upstream]
+        runs, values = runs[runs.task.isin(trains)], values[values.task.isin(trains)]
+        values = values[values.column.isin(EFFICIENCY.values()) & (values.column != "params")]
+    elif len(set(runs.task)) > 1:
         values = values[~values.column.isin(EFFICIENCY.values())]
     failed = (runs[runs.status != FINISHED].groupby(["label", "size", "task"]).status
               .agg(lambda s: ", ".join(f"{n} {st}" for st, n in s.value_counts().items())))
     rows = sorted({(r.label, r.size) for r in runs.itertuples()})
     tasks = sorted(set(runs.task))
-    efficiency = len(tasks) == 1
-    order = [(t, h) for t in tasks for h in _columns(t).values() if efficiency or h not in EFFICIENCY.values()]
-    table = pd.DataFrame(index=pd.MultiIndex.from_tuples(rows, names=["arch", "size"]),
-                         columns=[f"{t}: {h}" for t, h in order], dtype=object)
-    numeric = {}
+    if efficiency:
+        order = [(t, h) for t in tasks for h in EFFICIENCY.values() if h != "params"]
+    else:
+        order = [(t, h) for t in tasks for h in _columns(t).values()
+                 if h != "params" and (len(tasks) == 1 or h not in EFFICIENCY.values())]
+    params = _params(store, runs)
+    index = pd.MultiIndex.from_tuples([(label, size, params.get((label, size), "—")) for label, size in rows],
+                                      names=["arch", "size", "params"])
+    table = pd.DataFrame(index=index, columns=[f"{t}: {h}" for t, h in order], dtype=object)
+    position = {(label, size): i for i, (label, size) in enumerate(rows)}
+    numeric, samples = {}, {}
     for v in values.itertuples():
         col = f"{v.task}: {v.column}"
-        std = v.std if v.count > 1 else float("nan")
-        numeric[(v.label, v.size, col)] = (v.mean, std, v.count)
-        table.loc[(v.label, v.size), col] = _cell(v.mean, v.std, v.count)
+        if col not in table.columns:
+            continue
+        spread = _spread(v.std, v.count, stat)
+        numeric[(v.label, v.size, col)] = (v.mean, v.std if v.count > 1 else float("nan"), v.count)
+        samples.setdefault(col, {})[position[(v.label, v.size)]] = v.samples
+        table.iloc[position[(v.label, v.size)], table.columns.get_loc(col)] = _cell(v.mean, spread, v.count)
     for (label, size, task), note in failed.items():
         for t, h in order:
             if t == task:
-                col = f"{t}: {h}"
-                cell = table.loc[(label, size), col]
-                table.loc[(label, size), col] = f"{cell} [{note}]" if isinstance(cell, str) else note
+                col = table.columns.get_loc(f"{t}: {h}")
+                cell = table.iloc[position[(label, size)], col]
+                table.iloc[position[(label, size)], col] = f"{cell} [{note}]" if isinstance(cell, str) else note
+    marks = {}
+    for col, by_row in samples.items():
+        for row, mark in rank_column(by_row, _direction(col.split(": ", 1)[1])).items():
+            marks[(row, col)] = mark
     table = table.dropna(axis=1, how="all").fillna("—")
-    seeds = runs.groupby(["label", "size", "task"]).seed.nunique()
-    envs = {json.loads(i or "{}").get("env", {}).get("device_name") for i in runs["info"]}
-    torch_versions = {json.loads(i or "{}").get("env", {}).get("torch_version") for i in runs["info"]}
-    shas = {json.loads(i or "{}").get("env", {}).get("git_sha") for i in runs["info"]}
-    caption = (f"{stated}; mean ± std over seeds (seeds per cell: {seeds.min()}–{seeds.max()}); "
-               f"device: {'; '.join(sorted(filter(None, envs)))}; torch {', '.join(sorted(filter(None, torch_versions)))}; "
-               f"git {', '.join(sorted(filter(None, shas)))}")
+    caption = f"{stated}; {_caption(runs, stat, samples)}"
     if fmt != "csv":
-        return _render(table.reset_index(), caption, fmt)
+        return _render(table.reset_index(), caption, fmt, marks)
     flat = []
     for (label, size, col), (mean, std, n) in numeric.items():
         flat.append({"arch": label, "size": size, "column": col, "mean": mean, "std": std, "n": n})
@@ -230,6 +248,102 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
                                           values=["mean", "std"], dropna=False)
     wide.columns = [f"{col} {stat}" for stat, col in wide.columns]
     return wide[sorted(wide.columns)].reset_index().to_csv(index=False)
+
+
+STATS = ("std", "ci95")
+#: significance level of the test against the best row
+ALPHA = 0.05
+
+
+def _spread(std: float, count: int, stat: str) -> float:
+    """± part of a cell: the standard deviation, or the half-width of the 95% t-interval."""
+    if count < 2:
+        return float("nan")
+    if stat == "std":
+        return std
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, count - 1) * std / math.sqrt(count))
+
+
+def _direction(heading: str) -> str | None:
+    """Whether a column is better high ("max") or low ("min"); None: not a ranking."""
+    metric = heading.rsplit(" ", 1)[-1] if " " in heading else heading
+    if heading in ("params", "params_non_embedding") or "coverage" in heading or "best_step" in heading:
+        return None
+    if heading.endswith("MB") or any(k in metric for k in ("ppl", "loss", "perplexity")):
+        return "min"
+    return "max"
+
+
+def rank_column(samples: dict, direction: str | None) -> dict:
+    """{row: "best" | "tie"}: the row(s) with the best mean, and the rows whose seeds are not
+    significantly different from the best row's (Welch's t-test, p ≥ ALPHA; needs ≥ 2 seeds
+    on both sides)."""
+    if direction is None or not samples:
+        return {}
+    from scipy import stats
+
+    means = {row: sum(v) / len(v) for row, v in samples.items() if v and all(map(math.isfinite, v))}
+    if not means:
+        return {}
+    best_mean = (max if direction == "max" else min)(means.values())
+    best_rows = [row for row, m in means.items() if m == best_mean]
+    marks = {row: "best" for row in best_rows}
+    reference = samples[best_rows[0]]
+    for row, m in means.items():
+        if row in marks or len(reference) < 2 or len(samples[row]) < 2:
+            continue
+        with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
+            warnings.simplefilter("ignore", RuntimeWarning)
+            p = stats.ttest_ind(reference, samples[row], equal_var=False).pvalue
+        if not p < ALPHA:  # nan: both constant and equal
+            marks[row] = "tie"
+    return marks
+
+
+def _params(store: RunStore, runs: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """Non-embedding parameter count per (row, size), as 0.50M."""
+    metrics = store.metrics()
+    counts = metrics[(metrics.metric == "params_non_embedding") & metrics.run_id.isin(runs.run_id)]
+    counts = counts.assign(label=counts.run_id.map(dict(zip(runs.run_id, runs.label))))
+    return {(label, size): f"{group.value.mean() / 1e6:.2f}M"
+            for (label, size), group in counts.groupby(["label", "size"])}
+
+
+def _caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
+    """Budget, seeds, statistic, significance test, task versions, scoring, environment."""
+    infos = [json.loads(i or "{}") for i in runs["info"]]
+    configs = [json.loads(c) for c in runs["config"]]
+    budgets, versions, scoring = {}, {}, {}
+    for config, info in zip(configs, infos):
+        cls = TASKS.get(config["task"]) if config["task"] in TASKS else None
+        train = config["train"]
+        if cls is not None and not cls.upstream:
+            budgets.setdefault(config["task"], set()).add(
+                f"{train['steps']} steps of {train['batch_size']}×{train['seq_len']}, lr {train['lr']:g}")
+        if cls is not None and cls.scoring:
+            scoring[config["task"]] = cls.scoring
+        if "task_version" in info:
+            versions.setdefault(config["task"], set()).add(str(info["task_version"]))
+    seeds = runs.groupby(["label", "size", "task"]).seed.nunique()
+    spread = "std" if stat == "std" else "95% confidence interval (t distribution)"
+    several = any(len(v) > 1 for by_row in samples.values() for v in by_row.values())
+    test = (f"bold: best in its column; †: not significantly different from it (Welch's t-test "
+            f"across seeds, p ≥ {ALPHA})" if several else "bold: best in its column (one seed: no test)")
+
+    def listed(d):
+        return "; ".join(f"{k} {', '.join(sorted(v)) if isinstance(v, set) else v}" for k, v in sorted(d.items()))
+
+    env = {key: sorted({i.get("env", {}).get(key) for i in infos} - {None})
+           for key in ("device_name", "torch_version", "git_sha")}
+    parts = [f"mean ± {spread} over seeds (seeds per cell: {seeds.min()}–{seeds.max()})", test,
+             f"budget: {listed(budgets)}" if budgets else "",
+             f"task versions: {listed(versions)}" if versions else "",
+             f"scoring: {listed(scoring)}" if scoring else "",
+             f"device: {'; '.join(env['device_name'])}", f"torch {', '.join(env['torch_version'])}",
+             f"git {', '.join(env['git_sha'])}"]
+    return "; ".join(p for p in parts if p)
 
 
 def length_table(store: RunStore, task: str, metric: str | None = None, split: str = "test",
@@ -259,11 +373,48 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     return _render(table.reset_index(), caption, fmt)
 
 
-def _render(table: pd.DataFrame, caption: str, fmt: str) -> str:
-    """Markdown with the caption below, or LaTeX with the caption as a comment above."""
+def _render(table: pd.DataFrame, caption: str, fmt: str, marks: dict | None = None) -> str:
+    """Markdown with the caption below, or a LaTeX table (booktabs) with its caption; ``marks``
+    maps (row position, column) to "best" (bold) or "tie" (†)."""
+    marks = marks or {}
     if fmt == "md":
-        return f"{table.to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
-    return f"% {caption}\n" + table.to_latex(index=False).replace("±", r"$\pm$")
+        shown = table.copy()
+        for (row, col), mark in marks.items():
+            cell = shown.iloc[row][col]
+            shown.iloc[row, shown.columns.get_loc(col)] = f"**{cell}**" if mark == "best" else f"{cell} †"
+        return f"{shown.to_markdown(index=False, disable_numparse=True)}\n\n{caption}"
+    return latex_table(table, caption, marks)
+
+
+LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "±": r"$\pm$", "—": "---", "–": "--", "×": r"$\times$", "≥": r"$\geq$", "†": r"\dag{}",
+                 "·": r"$\cdot$", "²": r"\textsuperscript{2}"}
+
+
+def latex_escape(text) -> str:
+    return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def latex_table(table: pd.DataFrame, caption: str, marks: dict | None = None) -> str:
+    """A table float ready to ``\\input`` (needs ``\\usepackage{booktabs}``): text columns
+    left-aligned, numbers right-aligned, every special character escaped."""
+    marks = marks or {}
+    numeric = [not any(str(v)[:1].isalpha() for v in table[c] if str(v) not in ("—", "nan")) for c in table.columns]
+    spec = "".join("r" if n else "l" for n in numeric)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(c) for c in table.columns) + r" \\", r"\midrule"]
+    for i in range(len(table)):
+        cells = []
+        for col in table.columns:
+            text = latex_escape(table.iloc[i][col])
+            mark = marks.get((i, col))
+            cells.append(rf"\textbf{{{text}}}" if mark == "best" else rf"{text}\textsuperscript{{\dag}}"
+                         if mark == "tie" else text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
 
 
 #: bench columns: row key → heading, and how to print it

@@ -88,6 +88,7 @@ class AgreementLM(Task):
     version = "1"
     #: no training of its own: it scores the model of the matching ``lm`` run
     upstream = "lm"
+    scoring = "P(correct verb form) > P(wrong form) after the sentence prefix"
     budgets = {}
     table_metrics = (("linzen", "accuracy"), *(("linzen", f"accuracy_attractors_{k}") for k in range(5)),
                      ("linzen", "coverage"), ("gulordava", "accuracy"), ("gulordava", "accuracy_original"),

@@ -36,6 +36,8 @@ class Task:
     dev_metric: tuple[str, bool] = ("loss", True)
     #: name of the task whose trained model this task scores without training (None: trains)
     upstream: str | None = None
+    #: how a zero-shot task scores a model, stated in table captions ("" for trained tasks)
+    scoring: str = ""
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
     #: split scored during training to pick the best checkpoint; splits scored at the end

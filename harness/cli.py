@@ -179,10 +179,10 @@ def _interrupt(signum, frame):
 
 def cmd_run(args) -> int:
     from harness.measure import resolve_device
-    from harness.registry import TASKS
+    from harness.registry import selected_tasks
     from harness.sweep import expand, parse_overrides
 
-    tasks = TASKS.names() if args.tasks == ["all"] else args.tasks
+    tasks = selected_tasks(args.tasks)
     configs = expand(args.arch, tasks, size=args.size, seeds=args.seeds, budget=args.budget,
                      device=resolve_device(args.device), overrides=parse_overrides(args.overrides))
     return execute_plan(configs, args)
@@ -249,7 +249,7 @@ def cmd_list(args) -> int:
         cls = TASKS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         budgets = f"budgets: {', '.join(cls.budgets)}" if not cls.upstream else f"scores {cls.upstream} runs"
-        print(f"  {name:14s} v{cls.version:3s} {budgets:20s}  {doc}")
+        print(f"  {name:16s} v{cls.version:3s} {budgets:20s}  {doc}")
     print("size presets (non-embedding parameters):")
     for name, p in PRESETS.items():
         print(f"  {name:12s} {p.target_params:>12,d} params, {p.n_layers} layers")

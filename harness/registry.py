@@ -75,3 +75,11 @@ class Registry(Generic[T]):
 
 ARCHITECTURES: Registry = Registry("architecture", "architectures")
 TASKS: Registry = Registry("task", "tasks")
+
+
+def selected_tasks(names: list[str]) -> list[str]:
+    """``["all"]``: every registered task that needs no input of its own (``in_all``);
+    otherwise the names as given."""
+    if names == ["all"]:
+        return [n for n in TASKS.names() if TASKS.get(n).in_all]
+    return names

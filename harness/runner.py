@@ -74,6 +74,7 @@ def _score_pretrained(cfg: RunConfig, task, upstream, store: RunStore, device,
     model.to(device)
     metrics = _describe(model, info)
     info["upstream"] = cfg.upstream
+    info.update(task.info())
     with autocast(device, cfg.train):
         for split in task.final_splits:
             metrics += task.evaluate_pretrained(model, upstream, split, cfg.train)

@@ -10,7 +10,7 @@ import pydantic
 import yaml
 
 from harness.config import BUDGETS, RunConfig, TrainConfig
-from harness.registry import ARCHITECTURES, TASKS, UnknownName, suggest
+from harness.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
 from harness.store import RunStore
 
@@ -202,7 +202,7 @@ def load_sweep_file(path) -> SweepFile:
 def expand_sweep(sweep: SweepFile, device: str) -> list[RunConfig]:
     """The sweep's runs, identical (ids included) to the equivalent ``harness run`` commands."""
     overrides = {k: [v] for k, v in sweep.baseline.items()} | dict(sweep.changes)
-    tasks = TASKS.names() if sweep.tasks == ["all"] else sweep.tasks
+    tasks = selected_tasks(sweep.tasks)
     configs: dict[str, RunConfig] = {}
     for size in sweep.sizes:
         for cfg in expand(sweep.archs, tasks, size=size, seeds=sweep.seeds, budget=sweep.budget,

@@ -269,7 +269,8 @@ def _spread(std: float, count: int, stat: str) -> float:
 def _direction(heading: str) -> str | None:
     """Whether a column is better high ("max") or low ("min"); None: not a ranking."""
     metric = heading.rsplit(" ", 1)[-1] if " " in heading else heading
-    if heading in ("params", "params_non_embedding") or "coverage" in heading or "best_step" in heading:
+    if heading in ("params", "params_non_embedding") or any(
+            k in heading for k in ("coverage", "best_step", "ties", "items", "unk_rate", "version")):
         return None
     if heading.endswith("MB") or any(k in metric for k in ("ppl", "loss", "perplexity")):
         return "min"

@@ -38,6 +38,8 @@ class Task:
     upstream: str | None = None
     #: how a zero-shot task scores a model, stated in table captions ("" for trained tasks)
     scoring: str = ""
+    #: part of ``--tasks all`` (False: the task needs input of its own, or is a superset)
+    in_all: bool = True
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
     #: split scored during training to pick the best checkpoint; splits scored at the end
@@ -47,6 +49,10 @@ class Task:
     def __init__(self, options: TaskOptions, data_dir: str | Path | None):
         self.options = options
         self.data_dir = data_dir
+
+    def info(self) -> dict:
+        """Facts about the task's data stored with every result (e.g. a file's checksum)."""
+        return {}
 
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:

@@ -1,0 +1,231 @@
+"""Minimal-pair suites scored by lm-eval on the ``lm`` task's trained models (any backbone).
+
+- ``figqa``: Fig-QA dev (Liu et al. 2022): the ending a figurative phrase means, of two.
+- ``blimp_agreement``: BLiMP's 16 agreement paradigms (subject–verb, determiner–noun, anaphor);
+  ``blimp``: all 67 paradigms.
+- ``minimal_pairs``: your own JSONL file of ``sentence_good``/``sentence_bad`` pairs
+  (``--set path=FILE``), scored like BLiMP; its SHA-256 is stored with the result.
+
+The suites are lm-eval YAML tasks (``tasks/lm_eval/``), rendered with the resolved data folder and
+loaded with ``TaskManager(include_path=..., include_defaults=False)``, fully offline; the model is
+``harness.lm_eval_adapter.HarnessLM``. Reported per lm-eval task: lm-eval's ``acc`` (as the
+community reports it), the fraction of ``ties`` (both choices scored the same, which happens when
+the words that differ are all outside the vocabulary and become ``<unk>``; lm-eval counts a tie as
+right when the first choice is the right one, as in BLiMP), and ``items``. The suite also reports
+``unk_rate``, the fraction of scored tokens that became ``<unk>``.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import pydantic
+
+from harness.data import find_dataset
+from harness.registry import TASKS
+from harness.store import Metric
+from tasks.base import Task, TaskOptions
+
+TEMPLATES = Path(__file__).parent / "lm_eval"
+
+#: BLiMP's agreement paradigms, by phenomenon (the "linguistics_term" of their rows)
+BLIMP_AGREEMENT = {
+    "subject_verb_agreement": (
+        "distractor_agreement_relational_noun", "distractor_agreement_relative_clause",
+        "irregular_plural_subject_verb_agreement_1", "irregular_plural_subject_verb_agreement_2",
+        "regular_plural_subject_verb_agreement_1", "regular_plural_subject_verb_agreement_2"),
+    "determiner_noun_agreement": (
+        "determiner_noun_agreement_1", "determiner_noun_agreement_2", "determiner_noun_agreement_irregular_1",
+        "determiner_noun_agreement_irregular_2", "determiner_noun_agreement_with_adj_2",
+        "determiner_noun_agreement_with_adj_irregular_1", "determiner_noun_agreement_with_adj_irregular_2",
+        "determiner_noun_agreement_with_adjective_1"),
+    "anaphor_agreement": ("anaphor_gender_agreement", "anaphor_number_agreement"),
+}
+
+
+class SuiteOptions(TaskOptions):
+    #: requests per forward pass
+    batch_size: int = pydantic.Field(default=64, ge=1)
+    #: score only the first N items of each lm-eval task (None: all)
+    limit: int | None = pydantic.Field(default=None, ge=1)
+
+
+class LMEvalSuite(Task):
+    """A set of lm-eval tasks, scored on the model of the matching ``lm`` run."""
+
+    Options = SuiteOptions
+    upstream = "lm"
+    budgets = {}
+    final_splits = ("suite",)  # one pass scores every lm-eval task; metrics name their own split
+    scoring = "lm-eval"
+
+    def rendered(self) -> dict[str, str]:
+        """lm-eval task name → its YAML, data paths filled in."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        TASKS.get(cls.upstream).check_arch_options(arch_options)
+
+    def evaluate_pretrained(self, model, upstream, split, train) -> list[Metric]:
+        from harness.lm_eval_adapter import HarnessLM
+
+        device = next(model.parameters()).device
+        adapter = HarnessLM(model, upstream.corpus.vocab, device=device, batch_size=self.options.batch_size)
+        return self.score(adapter) + [Metric("suite", "unk_rate", adapter.tokenizer.unknown_rate)]
+
+    def task_manager(self, folder: str):
+        """lm-eval's TaskManager over this suite's YAML, rendered into ``folder``."""
+        from lm_eval.tasks import TaskManager
+
+        for name, text in self.rendered().items():
+            (Path(folder) / f"{name}.yaml").write_text(text, encoding="utf-8")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        return TaskManager(include_path=folder, include_defaults=False)
+
+    def score(self, lm) -> list[Metric]:
+        """Run the suite's lm-eval tasks on ``lm`` (any ``lm_eval.api.model.LM``)."""
+        import lm_eval
+
+        with tempfile.TemporaryDirectory(prefix="harness-lm-eval-") as folder:
+            out = lm_eval.simple_evaluate(model=lm, tasks=sorted(self.rendered()), task_manager=self.task_manager(folder),
+                                          limit=self.options.limit, log_samples=True, bootstrap_iters=0)
+        metrics = []
+        for name, result in sorted(out["results"].items()):
+            scores = [[float(r[0]) for r in s["filtered_resps"]] for s in out["samples"][name]]
+            ties = sum(len(set(s)) < len(s) for s in scores)
+            metrics += [Metric(name, "accuracy", result["acc,none"]),
+                        Metric(name, "ties", ties / max(1, len(scores))),
+                        Metric(name, "items", len(scores)),
+                        Metric(name, "lm_eval_version", float(out["versions"][name]))]
+        return metrics + self.summary(metrics)
+
+    def summary(self, metrics: list[Metric]) -> list[Metric]:
+        """Averages over groups of lm-eval tasks (none by default)."""
+        return []
+
+
+def _render(template: str, **fields) -> str:
+    text = (TEMPLATES / template).read_text(encoding="utf-8")
+    for key, value in fields.items():
+        text = text.replace(f"@{key}@", str(value))
+    return text
+
+
+@TASKS.register("figqa")
+class FigQA(LMEvalSuite):
+    """Fig-QA dev, zero-shot: which of two endings a figurative phrase means (lm-eval)."""
+
+    version = "1"
+    scoring = ("lm-eval multiple_choice: log P(ending | start phrase), summed over the ending's "
+               "words; accuracy on the dev split (test labels are hidden)")
+    table_metrics = (("figqa", "accuracy"), ("figqa", "ties"))
+
+    def __init__(self, options: SuiteOptions, data_dir):
+        super().__init__(options, data_dir)
+        self.folder = find_dataset("figqa", ["dev.csv"], data_dir).resolve().parent
+
+    def rendered(self) -> dict[str, str]:
+        return {"figqa": _render("figqa.yaml", DATA_DIR=self.folder)}
+
+
+class _BLiMP(LMEvalSuite):
+    paradigms: tuple[str, ...] = ()
+    scoring = "lm-eval: log P(sentence) after <eos>, whole sentence; right when the good one is more probable"
+
+    def __init__(self, options: SuiteOptions, data_dir):
+        super().__init__(options, data_dir)
+        files = [f"data/{p}.jsonl.gz" for p in self.paradigms]
+        self.folder = find_dataset("blimp", files, data_dir).resolve()
+
+    def rendered(self) -> dict[str, str]:
+        return {f"blimp_{p}": _render("minimal_pair.yaml", TASK=f"blimp_{p}",
+                                      FILE=self.folder / "data" / f"{p}.jsonl.gz") for p in self.paradigms}
+
+    def summary(self, metrics: list[Metric]) -> list[Metric]:
+        accuracy = {m.split.removeprefix("blimp_"): m.value for m in metrics if m.name == "accuracy"}
+        out = [Metric("mean", "accuracy", sum(accuracy.values()) / len(accuracy))]
+        for phenomenon, paradigms in BLIMP_AGREEMENT.items():
+            if all(p in accuracy for p in paradigms):
+                out.append(Metric(phenomenon, "accuracy", sum(accuracy[p] for p in paradigms) / len(paradigms)))
+        return out
+
+
+@TASKS.register("blimp_agreement")
+class BLiMPAgreement(_BLiMP):
+    """BLiMP's 16 agreement paradigms, zero-shot (lm-eval); per paradigm and averaged."""
+
+    version = "1"
+    paradigms = tuple(p for group in BLIMP_AGREEMENT.values() for p in group)
+    table_metrics = (("mean", "accuracy"), *((g, "accuracy") for g in BLIMP_AGREEMENT))
+
+
+@TASKS.register("blimp")
+class BLiMP(_BLiMP):
+    """All 67 BLiMP paradigms, zero-shot (lm-eval); per paradigm and averaged."""
+
+    version = "1"
+    in_all = False  # blimp_agreement is its agreement part; all 67 paradigms take long on a CPU
+    table_metrics = (("mean", "accuracy"), *((g, "accuracy") for g in BLIMP_AGREEMENT))
+
+    def __init__(self, options: SuiteOptions, data_dir):
+        folder = find_dataset("blimp", ["SOURCE.md"], data_dir).resolve()
+        self.paradigms = tuple(sorted(p.name.removesuffix(".jsonl.gz") for p in (folder / "data").glob("*.jsonl.gz")))
+        super().__init__(options, data_dir)
+
+
+class PairsOptions(SuiteOptions):
+    #: a JSONL file with one {"sentence_good": ..., "sentence_bad": ...} object per line
+    path: str = ""
+
+
+@TASKS.register("minimal_pairs")
+class MinimalPairs(LMEvalSuite):
+    """Your own minimal pairs (JSONL: sentence_good, sentence_bad), scored like BLiMP (lm-eval)."""
+
+    Options = PairsOptions
+    version = "1"
+    in_all = False  # needs a file
+    scoring = _BLiMP.scoring
+    table_metrics = (("pairs", "accuracy"), ("pairs", "ties"), ("pairs", "items"))
+
+    def __init__(self, options: PairsOptions, data_dir):
+        super().__init__(options, data_dir)
+        if not options.path:
+            raise ValueError("minimal_pairs needs a file: --set path=PAIRS.jsonl")
+        self.path = Path(options.path).expanduser().resolve()
+        self.sha256 = check_pairs_file(self.path)
+
+    def rendered(self) -> dict[str, str]:
+        return {"pairs": _render("minimal_pair.yaml", TASK="pairs", FILE=self.path)}
+
+    def info(self) -> dict:
+        return {"data_file": str(self.path), "data_sha256": self.sha256}
+
+
+def check_pairs_file(path: Path) -> str:
+    """Validate a minimal-pairs JSONL file (errors name the file and line); its SHA-256."""
+    if not path.is_file():
+        raise ValueError(f"minimal-pairs file not found: {path}")
+    data = path.read_bytes()
+    text = gzip.decompress(data).decode("utf-8") if path.suffix == ".gz" else data.decode("utf-8")
+    pairs = 0
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
+                                                for k in ("sentence_good", "sentence_bad")):
+            raise ValueError(f"{path}:{n}: expected an object with non-empty strings "
+                             f"'sentence_good' and 'sentence_bad'")
+        pairs += 1
+    if not pairs:
+        raise ValueError(f"{path}: no minimal pairs in the file")
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,118 @@
+"""Minimal-pair suites through lm-eval: each YAML task loads the real files with the expected
+number of documents; a model that always prefers the first choice scores exactly what the gold
+labels predict; your own pairs file is validated, scored and its checksum stored."""
+import csv
+import hashlib
+import json
+import tempfile
+
+import pytest
+
+pytest.importorskip("lm_eval")
+from lm_eval.api.model import LM  # noqa: E402
+
+from harness.registry import TASKS  # noqa: E402
+from harness.store import RunStore  # noqa: E402
+from tasks.minimal_pairs import BLIMP_AGREEMENT, check_pairs_file  # noqa: E402
+from tests.conftest import TINY_SETS, harness  # noqa: E402
+
+
+class PrefersFirst(LM):
+    """Scores choice i with -i, so the first choice always wins (ties: every choice scores 0)."""
+
+    def __init__(self, ties: bool = False):
+        super().__init__()
+        self.ties = ties
+
+    def loglikelihood(self, requests):
+        return [(0.0 if self.ties else -float(r.idx), False) for r in requests]
+
+    def loglikelihood_rolling(self, requests):
+        raise NotImplementedError
+
+    def generate_until(self, requests):
+        raise NotImplementedError
+
+
+def suite(name, data_dir, **options):
+    cls = TASKS.get(name)
+    return cls(cls.Options(**options), data_dir)
+
+
+def metric(metrics, split, name):
+    return next(m.value for m in metrics if m.split == split and m.name == name)
+
+
+def test_fig_qa_dev_loads_1094_items_and_first_choice_accuracy_matches_the_labels(data_dir):
+    with open(data_dir / "figqa" / "dev.csv", encoding="utf-8", newline="") as f:
+        labels = [int(row["labels"]) for row in csv.DictReader(f)]
+    metrics = suite("figqa", data_dir).score(PrefersFirst())
+    assert metric(metrics, "figqa", "items") == 1094 == len(labels)
+    assert metric(metrics, "figqa", "accuracy") == pytest.approx(labels.count(0) / len(labels))
+    assert metric(metrics, "figqa", "ties") == 0
+
+
+def test_blimp_agreement_loads_1000_pairs_per_paradigm_and_the_good_sentence_is_first(data_dir):
+    metrics = suite("blimp_agreement", data_dir).score(PrefersFirst())
+    paradigms = [p for group in BLIMP_AGREEMENT.values() for p in group]
+    assert len(paradigms) == 16
+    for p in paradigms:
+        assert metric(metrics, f"blimp_{p}", "items") == 1000
+        assert metric(metrics, f"blimp_{p}", "accuracy") == 1.0
+    assert metric(metrics, "mean", "accuracy") == 1.0
+    assert {m.split for m in metrics if m.name == "accuracy"} >= set(BLIMP_AGREEMENT)
+
+
+def test_all_of_blimp_is_67_paradigms(data_dir):
+    task = suite("blimp", data_dir, limit=2)
+    assert len(task.rendered()) == 67
+    with tempfile.TemporaryDirectory() as folder:
+        manager = task.task_manager(folder)
+        assert sorted(manager.all_tasks) == sorted(task.rendered())
+
+
+def test_ties_are_counted(data_dir):
+    metrics = suite("blimp_agreement", data_dir, limit=10).score(PrefersFirst(ties=True))
+    assert metric(metrics, "blimp_anaphor_gender_agreement", "ties") == 1.0
+
+
+@pytest.fixture
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"sentence_good": "The cats are here .", "sentence_bad": "The cats is here ."},
+            {"sentence_good": "The dog runs .", "sentence_bad": "The dog run ."},
+            {"sentence_good": "She likes herself .", "sentence_bad": "She likes himself ."}]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def test_your_own_pairs_are_scored_and_their_checksum_stored(tmp_path, pairs_file, data_dir):
+    metrics = suite("minimal_pairs", data_dir, path=str(pairs_file)).score(PrefersFirst())
+    assert metric(metrics, "pairs", "items") == 3 and metric(metrics, "pairs", "accuracy") == 1.0
+    results = tmp_path / "runs"
+    assert harness("run", "--arch", "gru", "--tasks", "minimal_pairs", "--set", f"path={pairs_file}",
+                   "--device", "cpu", "--results", results, "--data-dir", data_dir, "--no-progress",
+                   *TINY_SETS) == 0
+    runs = RunStore(results).runs()
+    info = json.loads(runs[runs.task == "minimal_pairs"]["info"].iloc[0])
+    assert info["data_sha256"] == hashlib.sha256(pairs_file.read_bytes()).hexdigest()
+    m = RunStore(results).metrics()
+    assert m[(m.task == "minimal_pairs") & (m.metric == "items")].value.tolist() == [3]
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"sentence_good": "a b", "sentence_bad": "a c"}\nnot json\n', "pairs.jsonl:2: not JSON"),
+    ('{"sentence_good": "a b"}\n', "pairs.jsonl:1: expected an object"),
+    ("\n", "no minimal pairs"),
+])
+def test_a_malformed_pairs_file_names_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        check_pairs_file(path)
+
+
+def test_minimal_pairs_without_a_file_is_a_clear_error(tmp_path, data_dir, capsys):
+    assert harness("run", "--arch", "gru", "--tasks", "minimal_pairs", "--results", tmp_path,
+                   "--data-dir", data_dir, "--no-progress") == 2
+    assert "--set path=" in capsys.readouterr().err

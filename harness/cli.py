@@ -223,6 +223,8 @@ def execute_plan(configs, args) -> int:
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
     record_invocation(store, args.argv, getattr(args, "file", None))
+    if args.no_progress:  # lm-eval's own bars too
+        os.environ.setdefault("TQDM_DISABLE", "1")
     signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
     launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
                     progress=not args.no_progress, workers=args.workers, address=args.address,

@@ -1,6 +1,8 @@
 """Minimal-pair suites scored by lm-eval on the ``lm`` task's trained models (any backbone).
 
 - ``figqa``: Fig-QA dev (Liu et al. 2022): the ending a figurative phrase means, of two.
+- ``wsc273``: the Winograd Schema Challenge's 273 schemas, partial and full scoring.
+- ``marvin_linzen``: Marvin & Linzen (2018) per construction, whole sentence and critical word.
 - ``blimp_agreement``: BLiMP's 16 agreement paradigms (subject–verb, determiner–noun, anaphor);
   ``blimp``: all 67 paradigms.
 - ``minimal_pairs``: your own JSONL file of ``sentence_good``/``sentence_bad`` pairs
@@ -20,6 +22,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -84,6 +87,8 @@ class LMEvalSuite(Task):
 
         for name, text in self.rendered().items():
             (Path(folder) / f"{name}.yaml").write_text(text, encoding="utf-8")
+        for helper in TEMPLATES.glob("*.py"):  # the functions the YAML names with !function
+            shutil.copy(helper, folder)
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         return TaskManager(include_path=folder, include_defaults=False)
 
@@ -92,7 +97,8 @@ class LMEvalSuite(Task):
         import lm_eval
 
         with tempfile.TemporaryDirectory(prefix="harness-lm-eval-") as folder:
-            out = lm_eval.simple_evaluate(model=lm, tasks=sorted(self.rendered()), task_manager=self.task_manager(folder),
+            manager = self.task_manager(folder)
+            out = lm_eval.simple_evaluate(model=lm, tasks=sorted(self.rendered()), task_manager=manager,
                                           limit=self.options.limit, log_samples=True, bootstrap_iters=0)
         metrics = []
         for name, result in sorted(out["results"].items()):
@@ -116,21 +122,141 @@ def _render(template: str, **fields) -> str:
     return text
 
 
+class _DataFolderSuite(LMEvalSuite):
+    """A suite of YAML files in ``tasks/lm_eval/`` that read one dataset folder (``@DATA_DIR@``)."""
+
+    dataset: str
+    #: a file the dataset folder must hold
+    required: str
+    yaml_tasks: tuple[str, ...]
+
+    def __init__(self, options: SuiteOptions, data_dir):
+        super().__init__(options, data_dir)
+        self.folder = find_dataset(self.dataset, [self.required], data_dir).resolve().parent
+
+    def rendered(self) -> dict[str, str]:
+        return {name: _render(f"{name}.yaml", DATA_DIR=self.folder) for name in self.yaml_tasks}
+
+
 @TASKS.register("figqa")
-class FigQA(LMEvalSuite):
+class FigQA(_DataFolderSuite):
     """Fig-QA dev, zero-shot: which of two endings a figurative phrase means (lm-eval)."""
 
     version = "1"
     scoring = ("lm-eval multiple_choice: log P(ending | start phrase), summed over the ending's "
                "words; accuracy on the dev split (test labels are hidden)")
     table_metrics = (("figqa", "accuracy"), ("figqa", "ties"))
+    dataset, required, yaml_tasks = "figqa", "dev.csv", ("figqa",)
 
-    def __init__(self, options: SuiteOptions, data_dir):
+
+@TASKS.register("wsc273")
+class WSC273(_DataFolderSuite):
+    """Winograd Schema Challenge (273 schemas), zero-shot, partial and full scoring (lm-eval)."""
+
+    version = "1"
+    scoring = ("lm-eval: wsc273_partial = log P(words after the pronoun | prefix with the candidate), "
+               "as Trinh & Le 2018; wsc273_full = log P(whole sentence with the candidate)")
+    table_metrics = (("wsc273_partial", "accuracy"), ("wsc273_full", "accuracy"))
+    dataset, required, yaml_tasks = "wsc", "WSCollection.xml", ("wsc273_partial", "wsc273_full")
+
+
+class MarvinLinzenOptions(SuiteOptions):
+    #: the first N pairs of each (test, condition) (None: all 163,124); items repeat lexical frames
+    per_condition: int | None = pydantic.Field(default=100, ge=1)
+
+
+#: Marvin & Linzen's tests by phenomenon
+MARVIN_LINZEN = {
+    "agreement": ("simple_agrmt", "sent_comp", "vp_coord", "long_vp_coord", "prep_anim", "prep_inanim",
+                  "subj_rel", "obj_rel_across_anim", "obj_rel_across_inanim", "obj_rel_no_comp_across_anim",
+                  "obj_rel_no_comp_across_inanim", "obj_rel_within_anim", "obj_rel_within_inanim",
+                  "obj_rel_no_comp_within_anim", "obj_rel_no_comp_within_inanim"),
+    "reflexives": ("simple_reflexives", "reflexive_sent_comp", "reflexives_across"),
+    "npi": ("simple_npi_anim", "simple_npi_inanim", "npi_across_anim", "npi_across_inanim"),
+}
+
+
+@TASKS.register("marvin_linzen")
+class MarvinLinzen(LMEvalSuite):
+    """Marvin & Linzen (2018) targeted syntactic evaluation, per construction: whole sentence and
+    critical word (lm-eval)."""
+
+    Options = MarvinLinzenOptions
+    version = "1"
+    scoring = ("lm-eval: ml_<test>_sentence = log P(whole sentence); ml_<test>_word = log P(critical word "
+               "| the shared prefix), for pairs that differ in one word (not the NPI tests)")
+    table_metrics = tuple((f"{phenomenon}_{mode}", "accuracy") for phenomenon in MARVIN_LINZEN
+                          for mode in ("sentence", "word") if (phenomenon, mode) != ("npi", "word"))
+
+    def __init__(self, options: MarvinLinzenOptions, data_dir):
         super().__init__(options, data_dir)
-        self.folder = find_dataset("figqa", ["dev.csv"], data_dir).resolve().parent
+        folder = find_dataset("marvin_linzen_2018", ["marvin_linzen_2018.jsonl.gz"], data_dir).resolve()
+        self.pairs = load_marvin_linzen(folder / "marvin_linzen_2018.jsonl.gz", options.per_condition)
+        self.folder: Path | None = None
+
+    def task_manager(self, folder: str):
+        self.folder = Path(folder)
+        for test, rows in self.pairs.items():
+            with open(self.folder / f"{test}.jsonl", "w", encoding="utf-8") as f:
+                for good, bad in rows:
+                    f.write(json.dumps({"sentence_good": good, "sentence_bad": bad}) + "\n")
+            words = [_critical_word(good, bad) for good, bad in rows]
+            if all(words):
+                with open(self.folder / f"{test}_word.jsonl", "w", encoding="utf-8") as f:
+                    for word in words:
+                        f.write(json.dumps(word) + "\n")
+        return super().task_manager(folder)
 
     def rendered(self) -> dict[str, str]:
-        return {"figqa": _render("figqa.yaml", DATA_DIR=self.folder)}
+        folder = self.folder or Path("@FOLDER@")
+        out = {}
+        for test, rows in self.pairs.items():
+            out[f"ml_{test}_sentence"] = _render("minimal_pair.yaml", TASK=f"ml_{test}_sentence",
+                                                 FILE=folder / f"{test}.jsonl")
+            if all(_critical_word(good, bad) for good, bad in rows):
+                out[f"ml_{test}_word"] = _render("minimal_pair_word.yaml", TASK=f"ml_{test}_word",
+                                                 FILE=folder / f"{test}_word.jsonl")
+        return out
+
+    def summary(self, metrics: list[Metric]) -> list[Metric]:
+        accuracy = {m.split: m.value for m in metrics if m.name == "accuracy"}
+        out = []
+        for phenomenon, tests in MARVIN_LINZEN.items():
+            for mode in ("sentence", "word"):
+                values = [accuracy[f"ml_{t}_{mode}"] for t in tests if f"ml_{t}_{mode}" in accuracy]
+                if values:
+                    out.append(Metric(f"{phenomenon}_{mode}", "accuracy", sum(values) / len(values)))
+        return out
+
+
+def load_marvin_linzen(path: Path, per_condition: int | None) -> dict[str, list[tuple[str, str]]]:
+    """test → [(grammatical, ungrammatical)], the first ``per_condition`` of each condition."""
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    kept: dict[tuple[str, str], int] = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            try:
+                row = json.loads(line)
+                key = (row["test"], row["condition"])
+                good, bad = row["grammatical"], row["ungrammatical"]
+            except (json.JSONDecodeError, KeyError) as err:
+                raise ValueError(f"{path}:{n}: not a Marvin & Linzen item ({err})") from None
+            if per_condition is None or kept.get(key, 0) < per_condition:
+                kept[key] = kept.get(key, 0) + 1
+                pairs.setdefault(row["test"], []).append((good, bad))
+    return dict(sorted(pairs.items()))
+
+
+def _critical_word(good: str, bad: str) -> dict | None:
+    """The shared prefix and the one word where two sentences differ (None: not exactly one)."""
+    a, b = good.split(), bad.split()
+    if len(a) != len(b):
+        return None
+    diff = [i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y]
+    if len(diff) != 1:
+        return None
+    i = diff[0]
+    return {"prefix": " ".join(a[:i]), "word_good": a[i], "word_bad": b[i]}
 
 
 class _BLiMP(LMEvalSuite):

@@ -116,3 +116,53 @@ def test_minimal_pairs_without_a_file_is_a_clear_error(tmp_path, data_dir, capsy
     assert harness("run", "--arch", "gru", "--tasks", "minimal_pairs", "--results", tmp_path,
                    "--data-dir", data_dir, "--no-progress") == 2
     assert "--set path=" in capsys.readouterr().err
+
+
+def test_wsc273_has_273_schemas_scored_both_ways(data_dir):
+    import xml.etree.ElementTree as ET
+
+    schemas = ET.parse(data_dir / "wsc" / "WSCollection.xml").getroot().findall("schema")[:273]
+    first = sum(s.find("correctAnswer").text.strip().startswith("A") for s in schemas)
+    metrics = suite("wsc273", data_dir).score(PrefersFirst())
+    for mode in ("wsc273_partial", "wsc273_full"):
+        assert metric(metrics, mode, "items") == 273
+        assert metric(metrics, mode, "accuracy") == pytest.approx(first / 273)
+
+
+def test_wsc273_substitutes_candidates_as_lm_eval_does(data_dir):
+    import importlib.util
+
+    from tasks.minimal_pairs import TEMPLATES
+
+    spec = importlib.util.spec_from_file_location("wsc273", TEMPLATES / "wsc273.py")
+    wsc273 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wsc273)
+    docs = wsc273.load(data_dir / "wsc" / "WSCollection.xml")["test"]
+    doc = docs[0]
+    assert wsc273.partial_contexts(doc) == ["The city councilmen refused the demonstrators a permit because "
+                                            "the city councilmen", "The city councilmen refused the "
+                                            "demonstrators a permit because the demonstrators"]
+    assert wsc273.partial_target(doc) == "feared violence."
+    assert wsc273.full_sentences(doc)[1].endswith("because the demonstrators feared violence.")
+    possessive = next(d for d in docs if d["pronoun"].lower() == "his")
+    assert all(option.endswith("'s") for option in possessive["options"])
+
+
+def test_marvin_linzen_per_construction_whole_sentence_and_critical_word(data_dir):
+    task = suite("marvin_linzen", data_dir, per_condition=20)
+    metrics = task.score(PrefersFirst())
+    assert metric(metrics, "ml_simple_agrmt_sentence", "items") == 2 * 20
+    assert metric(metrics, "ml_obj_rel_across_anim_word", "items") == 4 * 20
+    assert metric(metrics, "ml_npi_across_anim_sentence", "items") == 2 * 20
+    assert not [m for m in metrics if m.split == "ml_npi_across_anim_word"], "NPI pairs differ in two words"
+    assert {m.value for m in metrics if m.name == "accuracy"} == {1.0}, "the grammatical one comes first"
+    assert {m.split for m in metrics if m.name == "accuracy"} >= {"agreement_sentence", "agreement_word",
+                                                                  "reflexives_word", "npi_sentence"}
+
+
+def test_the_critical_word_is_the_one_that_differs():
+    from tasks.minimal_pairs import _critical_word
+
+    assert _critical_word("the authors that the guard likes laugh", "the authors that the guard likes laughs") == \
+        {"prefix": "the authors that the guard likes", "word_good": "laugh", "word_bad": "laughs"}
+    assert _critical_word("no authors have ever been popular", "the authors that no guards like have") is None

@@ -12,8 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import multiprocessing
-import statistics
-import time
 from typing import Literal
 
 import pydantic
@@ -28,9 +26,9 @@ from harness.config import TrainConfig
 from harness.measure import (
     current_memory,
     environment,
+    median_seconds,
     peak_memory,
     reset_peak_memory,
-    synchronize,
 )
 from harness.registry import ARCHITECTURES
 from harness.train import make_optimizer
@@ -196,21 +194,6 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
         if key in name:
             return BF16_PEAK_TFLOPS[key]
     return None
-
-
-def median_seconds(fn, device: torch.device, warmup: int, repeats: int, min_seconds: float = 0.0) -> float:
-    """Median wall time of ``fn()`` after ``warmup`` untimed calls, over ``repeats`` timed calls,
-    or more (up to 100) until they add up to ``min_seconds``: short calls are noisy."""
-    for _ in range(warmup):
-        fn()
-    times: list[float] = []
-    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 100):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _sdpa_backend(name: str):

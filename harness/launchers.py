@@ -15,13 +15,13 @@ import os
 import signal
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.store import FINISHED, Metric, RunStore
-from harness.sweep import SweepSummary, run_sweep
+from harness.sweep import SweepSummary, run_name, run_sweep, task_key
 
 #: times a run may take its worker down with it before it is recorded as failed
 WORKER_DEATHS_ALLOWED = 1
@@ -88,8 +88,6 @@ def _raise_interrupt(signum, frame):
 
 
 def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) -> SweepSummary:
-    from dataclasses import replace
-
     launch = replace(launch, workers=workers)
     gpus = visible_gpus() if any(cfg.device.startswith("cuda") for cfg in configs) else 0
     context = multiprocessing.get_context("spawn")
@@ -145,11 +143,9 @@ _TASK_CACHE: dict = {}
 
 def _cached_task(cfg: RunConfig, data_dir):
     """A worker process loads each dataset once, however many runs it executes."""
-    import json
-
     from harness.runner import make_task
 
-    key = (cfg.task, json.dumps(cfg.task_options, sort_keys=True), data_dir)
+    key = (*task_key(cfg), data_dir)
     if key not in _TASK_CACHE:
         _TASK_CACHE[key] = make_task(cfg, data_dir)
     return _TASK_CACHE[key]
@@ -197,7 +193,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
     import ray
 
     if launch.data_dir:  # workers resolve it from their own working directory
-        launch = _with_absolute_data_dir(launch)
+        launch = replace(launch, data_dir=str(Path(launch.data_dir).resolve()))
     by_id = {cfg.run_id: cfg for cfg in configs}
     summary = SweepSummary()
     pending = []
@@ -205,7 +201,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
         if store.claim(cfg, retry_failed=launch.retry_failed):
             pending.append(cfg)
         else:
-            log(f"{_name(cfg)}: {store.status(cfg.run_id)}, skipped", flush=True)
+            log(f"{run_name(cfg)}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
     if not pending:
         return summary
@@ -240,7 +236,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
             done, _ = ray.wait(list(running), num_returns=1)
             run_id = running.pop(done[0])
             status = _record(store, by_id[run_id], done[0])
-            log(f"{_name(by_id[run_id])}: {status}", flush=True)
+            log(f"{run_name(by_id[run_id])}: {status}", flush=True)
             summary.add(status)
     except KeyboardInterrupt:
         for ref, run_id in running.items():
@@ -270,15 +266,6 @@ def _record(store: RunStore, cfg: RunConfig, ref) -> str:
     info = {**record["info"], "worker_host": record["host"], "worker_pid": record["pid"]}
     store.finish(cfg.run_id, record["status"], metrics, info, record["error"])
     return record["status"]
-
-
-def _with_absolute_data_dir(launch: Launch) -> Launch:
-    from dataclasses import replace
-    return replace(launch, data_dir=str(Path(launch.data_dir).resolve()))
-
-
-def _name(cfg: RunConfig) -> str:
-    return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
 
 
 LAUNCHERS = {"local": run_local, "ray": run_ray}

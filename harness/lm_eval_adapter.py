@@ -62,8 +62,14 @@ class Tokenizer:
         self.tokens = 0
         self.unknown = 0
 
+    def tokens_of(self, text: str) -> list[str]:
+        return wikitext_tokens(text, self.index)
+
     def ids(self, text: str) -> list[int]:
-        ids = [self.index.get(tok, self.unk) for tok in wikitext_tokens(text, self.index)]
+        return self.lookup(self.tokens_of(text))
+
+    def lookup(self, tokens: list[str]) -> list[int]:
+        ids = [self.index.get(tok, self.unk) for tok in tokens]
         self.tokens += len(ids)
         self.unknown += sum(i == self.unk for i in ids)
         return ids
@@ -87,12 +93,12 @@ class HarnessLM(LM):
     def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         """Context and continuation ids. The text is tokenised whole, so a word that straddles
         the boundary belongs to the continuation."""
-        whole = self.tokenizer.ids(context + continuation)
-        head = wikitext_tokens(context, self.tokenizer.index)
+        tokens = self.tokenizer.tokens_of(context + continuation)
+        head = self.tokenizer.tokens_of(context)
         k = 0
-        tokens = wikitext_tokens(context + continuation, self.tokenizer.index)
         while k < min(len(head), len(tokens)) and head[k] == tokens[k]:
             k += 1
+        whole = self.tokenizer.lookup(tokens)
         return whole[:k], whole[k:]
 
     def loglikelihood(self, requests) -> list[tuple[float, bool]]:

@@ -43,24 +43,31 @@ class Stopwatch:
         return self._start is not None
 
 
+def median_seconds(fn, device: torch.device, warmup: int, repeats: int, min_seconds: float = 0.0) -> float:
+    """Median wall time of ``fn()`` after ``warmup`` untimed calls, over ``repeats`` timed calls,
+    or more (up to 100) until they add up to ``min_seconds``: short calls are noisy. Each call is
+    timed between device synchronisations."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    while len(times) < repeats or (sum(times) < min_seconds and len(times) < 100):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def inference_tokens_per_s(model, task, batch, device, warmup: int = 2, repeats: int = 5) -> float:
-    """Median tokens/s of forward passes (the task's scoring of ``batch``, no gradients) after
-    ``warmup`` untimed passes, each timed between device synchronisations."""
+    """Median tokens/s of forward passes (the task's scoring of ``batch``, no gradients)."""
     batch = {k: v.to(device) for k, v in batch.items()}
-    tokens = task.batch_tokens(batch)
-    times = []
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for i in range(warmup + repeats):
-            synchronize(device)
-            start = time.perf_counter()
-            task.loss(model, batch)
-            synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
+        seconds = median_seconds(lambda: task.loss(model, batch), device, warmup, repeats)
     model.train(was_training)
-    return tokens / statistics.median(times)
+    return task.batch_tokens(batch) / seconds
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -77,28 +84,31 @@ def current_memory(device: torch.device) -> float:
     """Megabytes in use now: GPU memory allocated by tensors, or the process's resident set."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    rss = _proc_status_mb("VmRSS")
+    return 0.0 if rss is None else rss
 
 
 def peak_memory(device: torch.device) -> tuple[float, str]:
     """(megabytes, what was measured): GPU memory allocated by tensors, or the process's peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024, "peak_rss"
-    except OSError:
-        pass
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak, "peak_rss"
     # ru_maxrss is kilobytes on Linux and bytes on macOS
     scale = 2**20 if platform.system() == "Darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "peak_rss_process"
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A kilobyte field of /proc/self/status (Linux) in megabytes; None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=None)

@@ -50,7 +50,7 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     """Write ``out/report.md``, ``out/report.html``, the tables (md, tex, csv) and the figures
     (``out/figures``, PNG and PDF); returns the Markdown file."""
     from harness.plots import PLOTS
-    from harness.tables import length_table, make_table
+    from harness.tables import length_table, make_table, task_labels
 
     runs = store.runs()
     if runs.empty:
@@ -61,11 +61,12 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
 
     tables = {"results": lambda fmt: make_table(store, fmt),
               "results_ci95": lambda fmt: make_table(store, fmt, stat="ci95")}
-    labels = sorted({_task_label(c) for c in runs.config})
+    task_of = task_labels(runs)
+    labels = sorted(set(task_of.values()))
     for label in labels:
         tables[f"task_{_slug(label)}"] = lambda fmt, t=label: make_table(store, fmt, task=t)
     tables["efficiency"] = lambda fmt: make_table(store, fmt, efficiency=True)
-    finished = {_task_label(c) for c in runs[runs.status == FINISHED].config}
+    finished = {task_of[run_id] for run_id in runs[runs.status == FINISHED].run_id}
     for label in labels:
         if label in finished and TASKS.get(label.split("/")[0]).length_metric:
             tables[f"by_length_{_slug(label)}"] = lambda fmt, t=label: length_table(store, t, fmt=fmt)
@@ -74,7 +75,8 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
         for fmt, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
             text = make(fmt)
             (tables_dir / f"{name}.{suffix}").write_text(text if text.endswith("\n") else text + "\n")
-        rendered[name] = make("md")
+            if fmt == "md":
+                rendered[name] = text
 
     figures = {}
     for kind, plot in PLOTS.items():
@@ -96,18 +98,11 @@ def _slug(label: str) -> str:
     return label.replace("/", "__")
 
 
-def _task_label(config: str) -> str:
-    from harness.config import task_label
-
-    c = json.loads(config)
-    return task_label(c["task"], c["task_options"])
-
-
 def _markdown(store: RunStore, runs: pd.DataFrame, tables: dict[str, str], figures: dict, out: Path) -> str:
     """The report's text: tables[name] is each table's Markdown."""
-    infos = [json.loads(i or "{}") for i in runs["info"]]
-    env = {key: sorted({i.get("env", {}).get(key) for i in infos} - {None})
-           for key in ("device_name", "torch_version", "python_version", "git_sha")}
+    from harness.tables import environments
+
+    env = environments(runs)
     counts = runs.status.value_counts()
     lines = [f"# Study report: {store.root.name}", "",
              f"{len(runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}) over "

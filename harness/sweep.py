@@ -119,28 +119,34 @@ class SweepSummary:
         self.ran[status] = self.ran.get(status, 0) + 1
 
 
+def task_key(cfg: RunConfig) -> tuple[str, str]:
+    """Configs with the same key share one loaded task (its data)."""
+    return cfg.task, json.dumps(cfg.task_options, sort_keys=True)
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+
+
 def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,
               retry_failed: bool = False, progress: bool = True, log=print) -> SweepSummary:
     """Run every config not already recorded. Datasets are loaded before anything is claimed,
     so a missing dataset leaves the store untouched."""
-    def key(cfg):
-        return cfg.task, json.dumps(cfg.task_options, sort_keys=True)
-
     tasks = {}
     for cfg in configs:
-        if key(cfg) not in tasks:
-            tasks[key(cfg)] = make_task(cfg, data_dir)
+        if task_key(cfg) not in tasks:
+            tasks[task_key(cfg)] = make_task(cfg, data_dir)
     by_id = {cfg.run_id: cfg for cfg in configs}
     summary = SweepSummary()
     for i, cfg in enumerate(configs, 1):
-        name = f"[{i}/{len(configs)}] {cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+        name = f"[{i}/{len(configs)}] {run_name(cfg)}"
         if not store.claim(cfg, retry_failed=retry_failed):
             log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
             continue
-        upstream = tasks[key(by_id[cfg.upstream])] if cfg.upstream in by_id else None
+        upstream = tasks[task_key(by_id[cfg.upstream])] if cfg.upstream in by_id else None
         try:
-            status = execute(cfg, tasks[key(cfg)], store, tracker_factory, progress, upstream)
+            status = execute(cfg, tasks[task_key(cfg)], store, tracker_factory, progress, upstream)
         except KeyboardInterrupt:  # wherever it lands after the claim, the run is given back
             store.release(cfg.run_id)
             raise

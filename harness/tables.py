@@ -312,6 +312,13 @@ def _params(store: RunStore, runs: pd.DataFrame) -> dict[tuple[str, str], str]:
             for (label, size), group in counts.groupby(["label", "size"])}
 
 
+def environments(runs: pd.DataFrame) -> dict[str, list[str]]:
+    """Every distinct device name, torch and Python version and git SHA the runs recorded."""
+    infos = [json.loads(i or "{}").get("env", {}) for i in runs["info"]]
+    return {key: sorted({i.get(key) for i in infos} - {None})
+            for key in ("device_name", "torch_version", "python_version", "git_sha")}
+
+
 def _caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
     """Budget, seeds, statistic, significance test, task versions, scoring, environment."""
     infos = [json.loads(i or "{}") for i in runs["info"]]
@@ -336,8 +343,7 @@ def _caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
     def listed(d):
         return "; ".join(f"{k} {', '.join(sorted(v)) if isinstance(v, set) else v}" for k, v in sorted(d.items()))
 
-    env = {key: sorted({i.get("env", {}).get(key) for i in infos} - {None})
-           for key in ("device_name", "torch_version", "git_sha")}
+    env = environments(runs)
     parts = [f"mean ± {spread} over seeds (seeds per cell: {seeds.min()}–{seeds.max()})", test,
              f"budget: {listed(budgets)}" if budgets else "",
              f"task versions: {listed(versions)}" if versions else "",

@@ -192,28 +192,27 @@ class MarvinLinzen(LMEvalSuite):
         super().__init__(options, data_dir)
         folder = find_dataset("marvin_linzen_2018", ["marvin_linzen_2018.jsonl.gz"], data_dir).resolve()
         self.pairs = load_marvin_linzen(folder / "marvin_linzen_2018.jsonl.gz", options.per_condition)
+        # per test, the critical words, when every pair of the test differs in exactly one word
+        words = {test: [_critical_word(good, bad) for good, bad in rows] for test, rows in self.pairs.items()}
+        self.words = {test: w for test, w in words.items() if all(w)}
         self.folder: Path | None = None
 
     def task_manager(self, folder: str):
         self.folder = Path(folder)
         for test, rows in self.pairs.items():
-            with open(self.folder / f"{test}.jsonl", "w", encoding="utf-8") as f:
-                for good, bad in rows:
-                    f.write(json.dumps({"sentence_good": good, "sentence_bad": bad}) + "\n")
-            words = [_critical_word(good, bad) for good, bad in rows]
-            if all(words):
-                with open(self.folder / f"{test}_word.jsonl", "w", encoding="utf-8") as f:
-                    for word in words:
-                        f.write(json.dumps(word) + "\n")
+            _write_jsonl(self.folder / f"{test}.jsonl",
+                         ({"sentence_good": good, "sentence_bad": bad} for good, bad in rows))
+            if test in self.words:
+                _write_jsonl(self.folder / f"{test}_word.jsonl", self.words[test])
         return super().task_manager(folder)
 
     def rendered(self) -> dict[str, str]:
         folder = self.folder or Path("@FOLDER@")
         out = {}
-        for test, rows in self.pairs.items():
+        for test in self.pairs:
             out[f"ml_{test}_sentence"] = _render("minimal_pair.yaml", TASK=f"ml_{test}_sentence",
                                                  FILE=folder / f"{test}.jsonl")
-            if all(_critical_word(good, bad) for good, bad in rows):
+            if test in self.words:
                 out[f"ml_{test}_word"] = _render("minimal_pair_word.yaml", TASK=f"ml_{test}_word",
                                                  FILE=folder / f"{test}_word.jsonl")
         return out
@@ -227,6 +226,12 @@ class MarvinLinzen(LMEvalSuite):
                 if values:
                     out.append(Metric(f"{phenomenon}_{mode}", "accuracy", sum(values) / len(values)))
         return out
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
 
 
 def load_marvin_linzen(path: Path, per_condition: int | None) -> dict[str, list[tuple[str, str]]]:

@@ -24,6 +24,8 @@ class TransformerOptions(BackboneOptions):
     #: length of the learned position table (only for position=learned)
     max_positions: int = pydantic.Field(default=4096, ge=1)
     rope_base: float = 10000.0
+    #: every block also attends to an encoder's states (the decoder of an encoder–decoder)
+    cross_attention: bool = False
 
 
 def sinusoidal_table(length: int, d: int, device, dtype, start: int = 0) -> torch.Tensor:
@@ -76,18 +78,51 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, d)), (k, v)
 
 
+class CrossAttention(nn.Module):
+    """Queries from the decoder, keys and values from the encoder's states (no positions: the
+    encoder has placed them)."""
+
+    def __init__(self, d: int, options: TransformerOptions):
+        super().__init__()
+        self.n_heads = options.n_heads
+        self.head_dim = d // options.n_heads
+        self.q = nn.Linear(d, d)
+        self.kv = nn.Linear(d, 2 * d)
+        self.out = nn.Linear(d, d)
+        self.dropout = options.dropout
+
+    def memory(self, states: torch.Tensor, mask: torch.Tensor | None):
+        """Keys, values and key mask of the encoder's states, computed once per sequence."""
+        B, S, d = states.shape
+        k, v = self.kv(states).view(B, S, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return k, v, None if mask is None else mask[:, None, None, :]
+
+    def forward(self, x, memory):
+        B, T, d = x.shape
+        k, v, mask = memory
+        q = self.q(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, d))
+
+
 class Block(nn.Module):
     def __init__(self, d: int, d_ff: int, options: TransformerOptions):
         super().__init__()
         self.norm1 = nn.LayerNorm(d)
         self.attn = Attention(d, options)
+        if options.cross_attention:
+            self.norm_cross = nn.LayerNorm(d)
+            self.cross = CrossAttention(d, options)
         self.norm2 = nn.LayerNorm(d)
         self.mlp = nn.Sequential(nn.Linear(d, d_ff), nn.GELU(), nn.Linear(d_ff, d))
         self.dropout = nn.Dropout(options.dropout)
 
-    def forward(self, x, attn_mask, is_causal, rope, past=None):
+    def forward(self, x, attn_mask, is_causal, rope, past=None, memory=None):
         y, kv = self.attn(self.norm1(x), attn_mask, is_causal, rope, past)
         x = x + self.dropout(y)
+        if memory is not None:
+            x = x + self.dropout(self.cross(self.norm_cross(x), memory))
         return x + self.dropout(self.mlp(self.norm2(x))), kv
 
 
@@ -122,15 +157,27 @@ class Transformer(Backbone):
         d_ff = max(1, 4 * d + round((target - base) / per_unit))
         return d, options.model_copy(update={"d_ff": d_ff})
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self._run(x, mask)[0]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, memory=None) -> torch.Tensor:
+        """With ``cross_attention``, ``memory`` is ``self.memory(encoder_states, encoder_mask)``."""
+        return self._run(x, mask, memory)[0]
 
-    def _run(self, x: torch.Tensor, mask: torch.Tensor | None):
+    def memory(self, states: torch.Tensor, mask: torch.Tensor | None) -> list:
+        """Each block's keys and values of an encoder's states, for ``forward``/``step``."""
+        if not self.options.cross_attention:
+            raise ValueError("this Transformer has no cross-attention (cross_attention=false)")
+        return [block.cross.memory(states, mask) for block in self.blocks]
+
+    def _layer_memory(self, memory):
+        if self.options.cross_attention and memory is None:
+            raise ValueError("a Transformer with cross_attention needs the encoder's memory")
+        return memory if memory is not None else [None] * len(self.blocks)
+
+    def _run(self, x: torch.Tensor, mask: torch.Tensor | None, memory=None):
         x, rope = self._positions(x, 0)
         attn_mask, is_causal = self._mask(mask, x.shape[1], x.device, x.dtype)
         cache = []
-        for block in self.blocks:
-            x, kv = block(x, attn_mask, is_causal, rope)
+        for block, mem in zip(self.blocks, self._layer_memory(memory)):
+            x, kv = block(x, attn_mask, is_causal, rope, memory=mem)
             cache.append(kv)
         return self.norm(x), cache
 
@@ -141,7 +188,7 @@ class Transformer(Backbone):
                             device=device, dtype=dtype)
         return {"t": 0, "kv": [(empty, empty) for _ in self.blocks]}
 
-    def step(self, x: torch.Tensor, state):
+    def step(self, x: torch.Tensor, state, memory=None):
         t = state["t"]
         x, rope = self._positions(x.unsqueeze(1), t)
         bias = None
@@ -149,14 +196,14 @@ class Transformer(Backbone):
             distance = torch.arange(t, -1, -1, device=x.device, dtype=torch.float32)
             bias = (-self.slopes.view(1, -1, 1, 1) * distance).to(x.dtype)
         cache = []
-        for block, past in zip(self.blocks, state["kv"]):
-            x, kv = block(x, bias, False, rope, past)
+        for block, past, mem in zip(self.blocks, state["kv"], self._layer_memory(memory)):
+            x, kv = block(x, bias, False, rope, past, mem)
             cache.append(kv)
         return self.norm(x)[:, 0], {"t": t + 1, "kv": cache}
 
-    def prefill(self, x: torch.Tensor):
+    def prefill(self, x: torch.Tensor, memory=None):
         self.require_causal()
-        y, cache = self._run(x, None)
+        y, cache = self._run(x, None, memory)
         return y, {"t": x.shape[1], "kv": cache}
 
     def _positions(self, x: torch.Tensor, start: int):

@@ -250,7 +250,9 @@ def cmd_list(args) -> int:
     for name in TASKS.names():
         cls = TASKS.get(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        budgets = f"budgets: {', '.join(cls.budgets)}" if not cls.upstream else f"scores {cls.upstream} runs"
+        budgets = f"budgets: {', '.join(cls.budgets)}"
+        if cls.upstream:
+            budgets = f"tunes {cls.upstream} runs" if cls.fine_tunes else f"scores {cls.upstream} runs"
         print(f"  {name:16s} v{cls.version:3s} {budgets:20s}  {doc}")
     print("size presets (non-embedding parameters):")
     for name, p in PRESETS.items():

@@ -128,7 +128,7 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
     from harness.tables import _columns, _direction, summarise
 
     values, runs = summarise(store)
-    values = values[values.task.isin({t for t in values.task if not TASKS.get(t.split("/")[0]).upstream})]
+    values = values[values.task.isin({t for t in values.task if not TASKS.get(t.split("/")[0]).scores_only()})]
     panels = []
     for task in sorted(set(values.task)):
         headline = next(iter(_columns(task).values()))

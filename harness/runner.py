@@ -37,16 +37,33 @@ def load_trained(store: RunStore, run_id: str, data_dir=None, task=None) -> tupl
         raise LookupError(f"run {run_id} is {status or 'not in the store'}; only finished runs have a model")
     cfg = RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
     task = task or make_task(cfg, data_dir)
-    model = build_model(cfg, task)
+    if cfg.upstream and task.fine_tunes:  # shaped like the model it was tuned from
+        upstream_cfg, model = load_trained(store, cfg.upstream, data_dir)
+        model = task.fine_tune_model(model, make_task(upstream_cfg, data_dir))
+    else:
+        model = build_model(cfg, task)
     state = torch.load(store.run_dir(run_id) / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return cfg, model.eval()
 
 
+def _model_to_train(cfg: RunConfig, task, store: RunStore, upstream, info: dict) -> torch.nn.Module:
+    """A fresh model, or, for a task that fine-tunes, the upstream run's trained model."""
+    if not cfg.upstream:
+        return build_model(cfg, task)
+    if upstream is None:
+        raise LookupError(f"run {cfg.run_id} fine-tunes run {cfg.upstream}, whose task was not loaded")
+    _, pretrained = load_trained(store, cfg.upstream, task=upstream)
+    info["upstream"] = cfg.upstream
+    torch.manual_seed(cfg.seed)
+    return task.fine_tune_model(pretrained, upstream)
+
+
 def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, progress,
-                        info: dict) -> list[Metric]:
-    model = build_model(cfg, task)
+                        info: dict, store: RunStore, upstream) -> list[Metric]:
+    model = _model_to_train(cfg, task, store, upstream, info)
     metrics = _describe(model, info)
+    info.update(task.info())
     result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
     torch.save(result.best_state, run_dir / CHECKPOINT)
     model.load_state_dict(result.best_state)
@@ -89,8 +106,8 @@ def _describe(model, info: dict) -> list[Metric]:
 
 def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True,
             upstream=None) -> str:
-    """Run a claimed config (train and evaluate it, or, for a task with an upstream, score the
-    upstream run's model) and record its outcome, whatever happens; returns the status. An
+    """Run a claimed config (train and evaluate it, fine-tune its upstream run's model, or, for a
+    zero-shot task, score that model) and record its outcome, whatever happens; returns the status. An
     interrupt propagates: whoever claimed the run gives it back."""
     run_dir = store.run_dir(cfg.run_id)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,10 +122,11 @@ def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progres
     try:
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
         reset_peak_memory(device)
-        if cfg.upstream:
+        if task.scores_only():
             metrics = _score_pretrained(cfg, task, upstream, store, device, info)
         else:
-            metrics = _train_and_evaluate(cfg, task, run_dir, device, tracker, progress, info)
+            metrics = _train_and_evaluate(cfg, task, run_dir, device, tracker, progress, info, store,
+                                          upstream)
         memory, info["memory_kind"] = peak_memory(device)
         metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None

@@ -45,28 +45,26 @@ def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, 
 
 def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: str,
              settings: dict[str, Any], used: set[str]) -> list[RunConfig]:
-    """The validated config, preceded by the upstream run's when the task scores one;
+    """The validated config, preceded by the upstream run's when the task starts from one;
     records in ``used`` which settings found a place."""
     task_cls = TASKS.get(task)
-    if task_cls.upstream:  # scores the model of the matching upstream run
+    before: list[RunConfig] = []
+    upstream = None
+    if task_cls.upstream:  # starts from the model of the matching upstream run
         *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
-        task_opts: dict = {}
-        for key, value in settings.items():
-            if _apply(key, value, arch, task, {}, {}, task_opts):
-                used.add(key)
-        return [*before, up, _validated(RunConfig, f"{arch}/{task}", arch=arch, task=task, size=size,
-                                        seed=seed, device=device, arch_options=up.arch_options,
-                                        task_options=task_opts, train=up.train, upstream=up.run_id)]
-    train = dict(task_cls.budgets[budget])
-    arch_opts: dict = {}
-    task_opts = {}
+        before.append(up)
+        upstream = up.run_id
+    # a zero-shot task records its upstream's budget; anything else has its own
+    train = dict(before[-1].train) if task_cls.scores_only() else dict(task_cls.budgets[budget])
+    arch_opts: dict = dict(before[-1].arch_options) if before else {}
+    task_opts: dict = {}
     for key, value in settings.items():
-        if _apply(key, value, arch, task, train, arch_opts, task_opts):
+        if _apply(key, value, arch, task, train, {} if before else arch_opts, task_opts):
             used.add(key)
     where = f"{arch}/{task}"
-    return [_validated(RunConfig, where, arch=arch, task=task, size=size, seed=seed, device=device,
-                       arch_options=arch_opts, task_options=task_opts,
-                       train=_validated(TrainConfig, where, **train))]
+    return [*before, _validated(RunConfig, where, arch=arch, task=task, size=size, seed=seed, device=device,
+                                arch_options=arch_opts, task_options=task_opts,
+                                train=_validated(TrainConfig, where, **train), upstream=upstream)]
 
 
 def _validated(model: type[pydantic.BaseModel], where: str, **fields):

@@ -94,7 +94,7 @@ PROTOCOLS = ("all", "best-lr")
 
 def dev_scores(store: RunStore) -> dict[str, float]:
     """Each finished run's dev score (its task's dev metric at the training length); a run that
-    scores an upstream model has the upstream run's score."""
+    scores an upstream model without training has the upstream run's score."""
     runs = store.runs()
     metrics = store.metrics()
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
@@ -102,7 +102,7 @@ def dev_scores(store: RunStore) -> dict[str, float]:
     for run_id, rows in metrics.groupby("run_id"):
         config = configs[run_id]
         task = TASKS.get(config["task"]) if config["task"] in TASKS else None
-        if task is None or task.upstream:
+        if task is None or task.scores_only():
             continue
         stored = [Metric(r.split, r.metric, r.value, None if pd.isna(r.length) else int(r.length))
                   for r in rows.itertuples()]
@@ -110,8 +110,8 @@ def dev_scores(store: RunStore) -> dict[str, float]:
             own[run_id] = task.dev_score(stored, TrainConfig(**config["train"]))
         except KeyError:  # no dev score recorded
             pass
-    return {run_id: own[config.get("upstream") or run_id] for run_id, config in configs.items()
-            if (config.get("upstream") or run_id) in own}
+    scored = {run_id: run_id if run_id in own else config.get("upstream") for run_id, config in configs.items()}
+    return {run_id: own[source] for run_id, source in scored.items() if source in own}
 
 
 def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str], dict[tuple, float]]:
@@ -126,7 +126,7 @@ def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str
     table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id],
                            "task": task_label((c := json.loads(r.config))["task"], c["task_options"]),
                            "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),
-                           "base": c["task"] if not TASKS.get(c["task"]).upstream else TASKS.get(c["task"]).upstream}
+                           "base": TASKS.get(c["task"]).upstream if TASKS.get(c["task"]).scores_only() else c["task"]}
                           for r in runs.itertuples()])
     chosen, kept = {}, []
     for key, group in table.groupby(["label", "task", "size"]):
@@ -199,7 +199,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     if runs.empty:
         return "no runs recorded yet"
     if efficiency:
-        trains = [t for t in set(runs.task) if not TASKS.get(t.split("/")[0]).upstream]
+        trains = [t for t in set(runs.task) if not TASKS.get(t.split("/")[0]).scores_only()]
         runs, values = runs[runs.task.isin(trains)], values[values.task.isin(trains)]
         values = values[values.column.isin(EFFICIENCY.values()) & (values.column != "params")]
     elif len(set(runs.task)) > 1:
@@ -327,7 +327,7 @@ def _caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
     for config, info in zip(configs, infos):
         cls = TASKS.get(config["task"]) if config["task"] in TASKS else None
         train = config["train"]
-        if cls is not None and not cls.upstream:
+        if cls is not None and not cls.scores_only():
             budgets.setdefault(config["task"], set()).add(
                 f"{train['steps']} steps of {train['batch_size']}×{train['seq_len']}, lr {train['lr']:g}")
         if cls is not None and cls.scoring:

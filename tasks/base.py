@@ -34,8 +34,10 @@ class Task:
     length_metric: str | None = None
     #: the dev metric used to pick the best checkpoint, and whether lower is better
     dev_metric: tuple[str, bool] = ("loss", True)
-    #: name of the task whose trained model this task scores without training (None: trains)
+    #: name of the task whose trained model this task starts from (None: trains from scratch)
     upstream: str | None = None
+    #: with an upstream: True trains that model further (``fine_tune_model``), False only scores it
+    fine_tunes: bool = False
     #: how a zero-shot task scores a model, stated in table captions ("" for trained tasks)
     scoring: str = ""
     #: part of ``--tasks all`` (False: the task needs input of its own, or is a superset)
@@ -55,6 +57,11 @@ class Task:
         return {}
 
     @classmethod
+    def scores_only(cls) -> bool:
+        """True for zero-shot tasks: they score an upstream model and train nothing."""
+        return cls.upstream is not None and not cls.fine_tunes
+
+    @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:
         """Reject backbone options the task cannot use (e.g. a bidirectional language model)."""
 
@@ -68,6 +75,10 @@ class Task:
         raise KeyError(f"{cls.__name__}.evaluate returned no {name!r} on {cls.dev_split!r}")
 
     def build_model(self, backbone: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def fine_tune_model(self, model: nn.Module, upstream: "Task") -> nn.Module:
+        """For tasks that fine-tune: the model to train, made from ``upstream``'s trained ``model``."""
         raise NotImplementedError
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:

@@ -32,8 +32,9 @@ def test_every_entry_declares_what_the_harness_reads():
     for name in TASKS.names():
         cls = TASKS.get(name)
         assert cls.table_metrics and cls.version
-        if cls.upstream:  # trains nothing itself: the upstream task must train
-            assert cls.upstream in TASKS and not cls.budgets
+        assert cls.upstream is None or cls.upstream in TASKS
+        if cls.scores_only():  # trains nothing itself: the upstream task must train
+            assert not cls.budgets and not TASKS.get(cls.upstream).scores_only()
         else:
             assert {"smoke", "full"} <= set(cls.budgets)
         for option, values in cls.sweep_axes.items():

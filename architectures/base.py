@@ -36,6 +36,8 @@ class Backbone(nn.Module):
     width_step: int = 1
     #: attention runs through scaled_dot_product_attention (benchmarks choose its backend)
     uses_sdpa: bool = False
+    #: the size preset it was built at (set by ``build_backbone``)
+    preset: str | None = None
 
     def __init__(self, d_model: int, n_layers: int, options: BackboneOptions):
         super().__init__()

@@ -64,4 +64,6 @@ def build_backbone(arch: str, size: str, options: dict | None = None):
     preset = PRESETS[size]
     cls, opts = parse_options(arch, options)
     d_model, opts = cls.sized(preset.target_params, preset.n_layers, opts)
-    return cls(d_model, preset.n_layers, opts)
+    backbone = cls(d_model, preset.n_layers, opts)
+    backbone.preset = size  # a task that builds a second backbone (a decoder) sizes it alike
+    return backbone

@@ -20,6 +20,13 @@ def task_label(task: str, task_options: dict) -> str:
     return "/".join([task, *(str(task_options[a]) for a in axes)])
 
 
+def task_arch_defaults(task: str, arch: str) -> dict:
+    """The task's backbone defaults that ``arch`` can take (bidirectional only where supported)."""
+    cls = ARCHITECTURES.get(arch)
+    return {k: v for k, v in TASKS.get(task).arch_defaults.items() if k in cls.Options.model_fields
+            and (k != "bidirectional" or cls.supports_bidirectional)}
+
+
 class TrainConfig(pydantic.BaseModel):
     """Optimiser, schedule and budget: identical for every backbone in a comparison."""
 
@@ -127,7 +134,9 @@ class RunConfig(pydantic.BaseModel):
 
     @property
     def label(self) -> str:
-        """Row label for tables: the architecture plus every option that differs from its default."""
+        """Row label for tables: the architecture plus every option that differs from its default
+        (the task's default, for options the task sets, such as bidirectional for tagging)."""
         defaults = ARCHITECTURES.get(self.arch).Options().model_dump(mode="json")
+        defaults.update(task_arch_defaults(self.task, self.arch))
         changed = [f"{k}={v}" for k, v in sorted(self.arch_options.items()) if defaults.get(k) != v]
         return f"{self.arch}[{','.join(changed)}]" if changed else self.arch

@@ -63,7 +63,6 @@ def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, pr
                         info: dict, store: RunStore, upstream) -> list[Metric]:
     model = _model_to_train(cfg, task, store, upstream, info)
     metrics = _describe(model, info)
-    info.update(task.info())
     result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
     torch.save(result.best_state, run_dir / CHECKPOINT)
     model.load_state_dict(result.best_state)
@@ -75,6 +74,7 @@ def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, pr
         batch = next(task.train_batches(cfg.train, torch.Generator().manual_seed(cfg.seed)))
         infer = inference_tokens_per_s(model, task, batch, device)
     info["dev_history"] = result.dev_history
+    info.update(task.info())
     return metrics + [
         Metric("train", "tokens_per_s", result.tokens_per_s),
         Metric("train", "best_step", result.best_step),
@@ -99,8 +99,9 @@ def _score_pretrained(cfg: RunConfig, task, upstream, store: RunStore, device,
 
 
 def _describe(model, info: dict) -> list[Metric]:
-    info["backbone"] = model.backbone.describe()
-    return [Metric("run", "params_non_embedding", model.backbone.num_parameters()),
+    """Backbone facts for the run's info (a model with several backbones describes itself)."""
+    info["backbone"] = model.describe() if hasattr(model, "describe") else model.backbone.describe()
+    return [Metric("run", "params_non_embedding", info["backbone"]["params_non_embedding"]),
             Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
 
 

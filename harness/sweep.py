@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from harness.config import BUDGETS, RunConfig, TrainConfig
+from harness.config import BUDGETS, RunConfig, TrainConfig, task_arch_defaults
 from harness.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
 from harness.store import RunStore
@@ -56,7 +56,7 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
         upstream = up.run_id
     # a zero-shot task records its upstream's budget; anything else has its own
     train = dict(before[-1].train) if task_cls.scores_only() else dict(task_cls.budgets[budget])
-    arch_opts: dict = dict(before[-1].arch_options) if before else {}
+    arch_opts: dict = dict(before[-1].arch_options) if before else task_arch_defaults(task, arch)
     task_opts: dict = {}
     for key, value in settings.items():
         if _apply(key, value, arch, task, train, {} if before else arch_opts, task_opts):

@@ -42,6 +42,8 @@ class Task:
     scoring: str = ""
     #: part of ``--tasks all`` (False: the task needs input of its own, or is a superset)
     in_all: bool = True
+    #: backbone options this task defaults to, where the backbone has them (e.g. bidirectional)
+    arch_defaults: dict = {}
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
     #: split scored during training to pick the best checkpoint; splits scored at the end
@@ -102,3 +104,14 @@ class Task:
         """Metrics on ``split`` (at most ``max_tokens`` of it); with ``lengths`` also per length
         bucket, as ``Metric.length``."""
         raise NotImplementedError
+
+
+def shuffled_batches(items: list, batch_size: int, generator: torch.Generator, what: str) -> Iterator[list]:
+    """Endless lists of ``batch_size`` items: every epoch a new order drawn from ``generator``,
+    the last partial batch left out."""
+    if len(items) < batch_size:
+        raise ValueError(f"{what}: {len(items)} training examples, fewer than a batch of {batch_size}")
+    while True:
+        order = torch.randperm(len(items), generator=generator).tolist()
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            yield [items[j] for j in order[i:i + batch_size]]

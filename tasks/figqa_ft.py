@@ -27,7 +27,7 @@ from harness.config import TrainConfig
 from harness.data import find_dataset
 from harness.registry import TASKS
 from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions
+from tasks.base import Batch, Task, TaskOptions, shuffled_batches
 from tasks.wikitext_tokenizer import Tokenizer
 
 COLUMNS = ("startphrase", "ending1", "ending2", "labels", "qid")
@@ -152,13 +152,8 @@ class FigQAFineTuned(Task):
         return (lp.float() * batch["scored"]).sum(1).view(-1, 2)
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
-        items = self._encoded("train")
-        if len(items) < train.batch_size:
-            raise ValueError(f"figqa_ft: {len(items)} training items, fewer than a batch of {train.batch_size}")
-        while True:
-            order = torch.randperm(len(items), generator=generator).tolist()
-            for i in range(0, len(order) - train.batch_size + 1, train.batch_size):
-                yield self._batch([items[j] for j in order[i:i + train.batch_size]], train.seq_len)
+        for items in shuffled_batches(self._encoded("train"), train.batch_size, generator, "figqa_ft"):
+            yield self._batch(items, train.seq_len)
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(self.scores(model, batch), batch["labels"])

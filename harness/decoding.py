@@ -1,0 +1,113 @@
+"""Greedy and beam-search decoding for encoder–decoder models.
+
+A model offers ``encode(src, mask) -> memory`` (with ``memory.repeat(k)``), ``start(memory) ->
+state``, ``step(tokens, state, memory) -> (log-probs (B, V), state)``, ``reorder(state, index)`` and,
+for decoding without a cache, ``decode_all(tokens, mask, memory) -> logits (B, T, V)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # without the end token
+    score: float  # sum of log-probabilities, end token included when it was produced
+
+
+def max_length(src_mask: torch.Tensor, a: float, b: int) -> int:
+    """At most a·(longest source) + b target tokens."""
+    return int(a * int(src_mask.sum(1).max()) + b)
+
+
+@torch.no_grad()
+def greedy(model, src, src_mask, bos: int, eos: int, max_len: int, incremental: bool = True) -> list[Hypothesis]:
+    """The most probable token at each step until ``eos``. ``incremental=False`` recomputes the
+    decoder over the whole prefix at every step instead of carrying its state."""
+    memory = model.encode(src, src_mask)
+    B = src.shape[0]
+    state = model.start(memory) if incremental else None
+    tokens = torch.full((B,), bos, dtype=torch.long, device=src.device)
+    prefix = tokens[:, None]
+    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    scores = torch.zeros(B, dtype=torch.float64, device=src.device)
+    out = []
+    for _ in range(max_len):
+        if incremental:
+            logp, state = model.step(tokens, state, memory)
+        else:
+            logp = model.decode_all(prefix, None, memory)[:, -1].float().log_softmax(-1)
+        best, tokens = logp.max(-1)
+        scores += torch.where(done, 0.0, best.double())
+        tokens = tokens.masked_fill(done, eos)
+        out.append(tokens)
+        prefix = torch.cat([prefix, tokens[:, None]], 1)
+        done |= tokens == eos
+        if bool(done.all()):
+            break
+    rows = torch.stack(out, 1).tolist()
+    return [Hypothesis(row[:row.index(eos)] if eos in row else row, float(s)) for row, s in zip(rows, scores.tolist())]
+
+
+@torch.no_grad()
+def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: int,
+                alpha: float = 1.0) -> list[Hypothesis]:
+    """Beam search: ``width`` live hypotheses per source; a hypothesis that ends joins the
+    finished ones, and a source is done once ``width`` have finished. The answer is the
+    finished hypothesis with the best score / length**alpha (length counts the end token)."""
+    B, K = src.shape[0], width
+    device = src.device
+    memory = model.encode(src, src_mask).repeat(K)
+    state = model.start(memory)
+    tokens = torch.full((B * K,), bos, dtype=torch.long, device=device)
+    scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=device)
+    scores[:, 0] = 0.0  # all beams start identical: only one may expand
+    history = torch.empty(B * K, 0, dtype=torch.long, device=device)
+    finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(B)]
+    done = [False] * B
+    for t in range(max_len):
+        logp, state = model.step(tokens, state, memory)
+        V = logp.shape[-1]
+        candidates = (scores[:, :, None] + logp.double().view(B, K, V)).view(B, K * V)
+        top, index = candidates.topk(min(2 * K, K * V), dim=1)
+        top, index = top.tolist(), index.tolist()
+        new_scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
+        new_beam = torch.zeros(B, K, dtype=torch.long)
+        new_token = torch.full((B, K), eos, dtype=torch.long)
+        for b in range(B):
+            if done[b]:
+                continue
+            kept = 0
+            for rank, (score, flat) in enumerate(zip(top[b], index[b])):
+                if score == float("-inf"):
+                    break
+                beam, token = divmod(flat, V)
+                if token == eos:
+                    if rank < K:  # an ending counts only among the K best candidates
+                        words = history[b * K + beam].tolist()
+                        finished[b].append((score / (t + 1) ** alpha, Hypothesis(words, score)))
+                else:
+                    new_scores[b, kept], new_beam[b, kept], new_token[b, kept] = score, beam, token
+                    kept += 1
+                    if kept == K:
+                        break
+            done[b] = len(finished[b]) >= K
+        if all(done):
+            break
+        rows = (torch.arange(B)[:, None] * K + new_beam).view(-1).to(device)
+        state = model.reorder(state, rows)
+        tokens = new_token.view(-1).to(device)
+        history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
+        scores = new_scores.to(device)
+    results = []
+    for b in range(B):
+        if not done[b]:  # out of length: the live hypotheses compete too
+            for k in range(K):
+                score = float(scores[b, k])
+                if score > float("-inf"):
+                    words = history[b * K + k].tolist()
+                    finished[b].append((score / max(1, len(words)) ** alpha, Hypothesis(words, score)))
+        results.append(max(finished[b], key=lambda f: f[0])[1])
+    return results

@@ -1,0 +1,306 @@
+"""Machine translation: Multi30k task 1 (English→German by default), or your own parallel files.
+
+Text is cut into subwords by a byte-pair-encoding model (Hugging Face ``tokenizers``) learned on
+the training split only: one vocabulary shared by both languages by default (``vocab=shared``; the
+two languages share most of their script, and names and numbers copy across), or one per side
+(``vocab=separate``). Words are marked with a leading ``▁`` (Metaspace), so decoding restores the
+text exactly and BLEU/chrF are computed by sacrebleu on detokenised text against the raw references,
+with sacrebleu's signatures stored in the run's info.
+
+The model is ``tasks/seq2seq.py``'s encoder–decoder around the run's backbone. Training uses teacher
+forcing; the checkpoint is chosen by greedy BLEU on (up to ``dev_sentences`` of) the validation
+split; the final numbers decode with beam search (``beam``, length-normalised by ``alpha``).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import time
+from pathlib import Path
+from typing import Iterator, Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures.sizing import build_backbone
+from harness.config import TrainConfig
+from harness.data import find_dataset
+from harness.decoding import beam_search, greedy, max_length
+from harness.measure import synchronize
+from harness.registry import TASKS
+from harness.store import Metric
+from tasks.base import Batch, Task, TaskOptions, shuffled_batches
+from tasks.seq2seq import Score, Seq2Seq
+
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+PAD, UNK, BOS, EOS = range(4)
+MULTI30K_TESTS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "test_2018_flickr")
+#: source-length buckets (words): a bucket holds lengths up to its edge, above the previous one
+LENGTH_EDGES = (8, 12, 16, 20, 30, 1000)
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a text file (gzip or plain); an empty line names the file and line."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        lines = [line.rstrip("\n").rstrip("\r") for line in f]
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            raise ValueError(f"{path}:{n}: empty line (every line is one sentence)")
+    return lines
+
+
+@functools.lru_cache(maxsize=32)
+def read_parallel(src: Path, tgt: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Line-aligned source and target sentences."""
+    a, b = read_lines(src), read_lines(tgt)
+    if len(a) != len(b):
+        raise ValueError(f"misaligned parallel files: {src} has {len(a)} lines but {tgt} has {len(b)}")
+    return tuple(a), tuple(b)
+
+
+@functools.lru_cache(maxsize=8)
+def train_bpe(lines: tuple[str, ...], vocab_size: int):
+    """A BPE tokenizer learned on ``lines`` (deterministic for the same lines)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=SPECIALS[UNK]))
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False)
+    tokenizer.train_from_iterator(lines, trainer)
+    return tokenizer
+
+
+class MTOptions(TaskOptions):
+    src: str = "en"
+    tgt: str = "de"
+    #: Multi30k test sets scored at the end (test_2016_flickr is reported as ``test``)
+    test_sets: tuple[str, ...] = ("test_2016_flickr",)
+    #: your own parallel files (all six, or none for Multi30k)
+    train_src: str | None = None
+    train_tgt: str | None = None
+    valid_src: str | None = None
+    valid_tgt: str | None = None
+    test_src: str | None = None
+    test_tgt: str | None = None
+    vocab: Literal["shared", "separate"] = "shared"
+    vocab_size: int = pydantic.Field(default=8000, ge=len(SPECIALS) + 1)
+    #: attention score of non-Transformer decoders (the Transformer uses its own cross-attention)
+    attention: Score = "general"
+    dropout: float = pydantic.Field(default=0.1, ge=0, lt=1)
+    #: train only on pairs whose source has at most this many words (test on longer ones)
+    train_max_src_words: int | None = pydantic.Field(default=None, ge=1)
+    beam: int = pydantic.Field(default=5, ge=1)
+    #: length normalisation: a hypothesis scores log P / length**alpha
+    alpha: float = pydantic.Field(default=1.0, ge=0)
+    #: at most max_len_a · (source tokens) + max_len_b target tokens are generated
+    max_len_a: float = pydantic.Field(default=1.5, ge=0)
+    max_len_b: int = pydantic.Field(default=10, ge=1)
+    #: validation sentences decoded (greedily) at each evaluation during training
+    dev_sentences: int = pydantic.Field(default=500, ge=1)
+    eval_batch_size: int = pydantic.Field(default=100, ge=1)
+
+    @pydantic.field_validator("test_sets")
+    @classmethod
+    def _known_tests(cls, v):
+        from harness.registry import UnknownName
+
+        for name in v:
+            if name not in MULTI30K_TESTS:
+                raise ValueError(str(UnknownName("Multi30k test set", name, MULTI30K_TESTS)))
+        return v
+
+    @pydantic.model_validator(mode="after")
+    def _all_or_none(self):
+        given = [self.train_src, self.train_tgt, self.valid_src, self.valid_tgt, self.test_src, self.test_tgt]
+        if any(given) and not all(given):
+            raise ValueError("give all six of train_src/train_tgt, valid_src/valid_tgt, test_src/test_tgt, "
+                             "or none (Multi30k)")
+        return self
+
+
+@TASKS.register("mt")
+class MT(Task):
+    """Translation, Multi30k en→de (or your parallel files): BLEU and chrF by sacrebleu, beam search."""
+
+    Options = MTOptions
+    version = "1"
+    dataset = "multi30k"
+    arch_defaults = {"bidirectional": True}  # the encoder's; the decoder is always causal
+    budgets = {
+        # seq_len caps a training sentence in subword tokens; decoding is capped by max_len_a/b
+        "smoke": dict(steps=600, batch_size=64, seq_len=64, lr=2e-3, warmup_steps=60, eval_every=200),
+        "full": dict(steps=30000, batch_size=128, seq_len=128, lr=5e-4, warmup_steps=2000, eval_every=2000),
+    }
+    table_metrics = (("test", "bleu"), ("test", "chrf"), ("valid", "bleu"), ("test", "sentences_per_s"),
+                     ("test", "ms_per_token"))
+    length_metric = "bleu_by_length"
+    dev_metric = ("bleu", False)
+    dev_split = "valid"
+
+    def __init__(self, options: MTOptions, data_dir):
+        super().__init__(options, data_dir)
+        if options.train_src:
+            paths = {"train": (options.train_src, options.train_tgt), "valid": (options.valid_src, options.valid_tgt),
+                     "test": (options.test_src, options.test_tgt)}
+            paths = {k: (Path(a), Path(b)) for k, (a, b) in paths.items()}
+            for split, pair in paths.items():
+                for path in pair:
+                    if not path.is_file():
+                        raise FileNotFoundError(f"mt: the {split} file {path} does not exist")
+        else:
+            s, t = options.src, options.tgt
+            names = {"train": "train", "valid": "val",
+                     **{("test" if n == "test_2016_flickr" else n): n for n in options.test_sets}}
+            folder = find_dataset(self.dataset, [f"raw/{n}.{x}.gz" for n in names.values() for x in (s, t)],
+                                  data_dir).resolve() / "raw"
+            paths = {k: (folder / f"{n}.{s}.gz", folder / f"{n}.{t}.gz") for k, n in names.items()}
+        self.paths = paths
+        self.text = {split: read_parallel(a.resolve(), b.resolve()) for split, (a, b) in paths.items()}
+        self.final_splits = ("valid", *(k for k in paths if k not in ("train", "valid")))
+        src_train, tgt_train = self.text["train"]
+        if options.vocab == "shared":
+            self.src_tok = self.tgt_tok = train_bpe(src_train + tgt_train, options.vocab_size)
+        else:
+            self.src_tok, self.tgt_tok = train_bpe(src_train, options.vocab_size), train_bpe(tgt_train, options.vocab_size)
+        self.encoded = {split: self._encode(*pair) for split, pair in self.text.items()}
+        if options.train_max_src_words:
+            keep = [i for i, s in enumerate(src_train) if len(s.split()) <= options.train_max_src_words]
+            if not keep:
+                raise ValueError(f"mt: no training pair has at most {options.train_max_src_words} source words")
+            self.encoded["train"] = [self.encoded["train"][i] for i in keep]
+        self.signatures: dict[str, str] = {}
+
+    def _encode(self, src: tuple[str, ...], tgt: tuple[str, ...]) -> list[tuple[list[int], list[int]]]:
+        a = [e.ids for e in self.src_tok.encode_batch(list(src))]
+        b = [e.ids for e in self.tgt_tok.encode_batch(list(tgt))]
+        return list(zip(a, b))
+
+    def info(self) -> dict:
+        vocab = hashlib.sha256(self.src_tok.to_str().encode() + self.tgt_tok.to_str().encode()).hexdigest()[:16]
+        return {"files": {k: [str(p) for p in v] for k, v in self.paths.items()},
+                "sentences": {k: len(v[0]) for k, v in self.text.items()},
+                "train_pairs_used": len(self.encoded["train"]),
+                "vocab_sizes": [self.src_tok.get_vocab_size(), self.tgt_tok.get_vocab_size()],
+                "tokenizer_sha256": vocab, **self.signatures}
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        if arch_options.get("cross_attention"):
+            raise ValueError("task 'mt' adds cross-attention to the decoder itself; leave cross_attention unset")
+
+    def build_model(self, backbone: nn.Module) -> Seq2Seq:
+        """The backbone encodes; a causal twin of it (same family, size and options) decodes."""
+        from harness.registry import ARCHITECTURES
+
+        if backbone.preset is None:
+            raise ValueError("mt sizes its decoder by the encoder's preset: build the encoder with build_backbone")
+        arch = backbone.registered_name
+        options = backbone.options.model_dump()
+        options["bidirectional"] = False
+        if "cross_attention" in ARCHITECTURES.get(arch).Options.model_fields:
+            options["cross_attention"] = True
+            options["d_ff"] = None  # solved again for the decoder's budget
+        decoder = build_backbone(arch, backbone.preset, options)
+        return Seq2Seq(backbone, decoder, self.src_tok.get_vocab_size(), self.tgt_tok.get_vocab_size(),
+                       self.options.attention, self.options.dropout)
+
+    def _batch(self, pairs, max_len: int | None = None) -> Batch:
+        src = [s[:max_len] for s, _ in pairs]
+        tgt = [[BOS, *t, EOS][:None if max_len is None else max_len + 1] for _, t in pairs]
+        S, T = max(len(s) for s in src), max(len(t) for t in tgt) - 1
+        batch = {"src": torch.full((len(pairs), S), PAD), "tgt_in": torch.full((len(pairs), T), PAD),
+                 "tgt_out": torch.full((len(pairs), T), PAD)}
+        for i, (s, t) in enumerate(zip(src, tgt)):
+            batch["src"][i, :len(s)] = torch.tensor(s)
+            batch["tgt_in"][i, :len(t) - 1] = torch.tensor(t[:-1])
+            batch["tgt_out"][i, :len(t) - 1] = torch.tensor(t[1:])
+        batch["src_mask"], batch["tgt_mask"] = batch["src"] != PAD, batch["tgt_in"] != PAD
+        batch["tgt_mask"][:, 0] = True  # a target may be empty: the start token is still read
+        return batch
+
+    def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+        for pairs in shuffled_batches(self.encoded["train"], train.batch_size, generator, "mt"):
+            yield self._batch(pairs, train.seq_len)
+
+    def loss(self, model: Seq2Seq, batch: Batch) -> torch.Tensor:
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"])
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD)
+
+    def batch_tokens(self, batch: Batch) -> int:
+        """Target tokens predicted (the end token included)."""
+        return int((batch["tgt_out"] != PAD).sum())
+
+    def translate(self, model: Seq2Seq, split: str, limit: int | None = None, width: int = 1):
+        """Detokenised translations of ``split`` (its first ``limit`` sentences), the seconds the
+        decoding took, and the tokens generated."""
+        pairs = self.encoded[split][:limit]
+        device = next(model.parameters()).device
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]))
+        size = self.options.eval_batch_size
+        out: list[str | None] = [None] * len(pairs)
+        generated = 0
+        seconds = 0.0
+        for k in range(0, len(order), size):
+            rows = order[k:k + size]
+            batch = self._batch([pairs[i] for i in rows])
+            src, mask = batch["src"].to(device), batch["src_mask"].to(device)
+            limit_len = max_length(mask, self.options.max_len_a, self.options.max_len_b)
+            synchronize(device)
+            started = time.perf_counter()
+            if width == 1:
+                hyps = greedy(model, src, mask, BOS, EOS, limit_len)
+            else:
+                hyps = beam_search(model, src, mask, BOS, EOS, limit_len, width, self.options.alpha)
+            synchronize(device)
+            seconds += time.perf_counter() - started
+            for i, hyp in zip(rows, hyps):
+                out[i] = self.tgt_tok.decode(hyp.tokens)
+                generated += len(hyp.tokens) + 1
+        return out, seconds, generated
+
+    @torch.no_grad()
+    def evaluate(self, model, split, train, max_tokens, lengths=True) -> list[Metric]:
+        from sacrebleu.metrics import BLEU, CHRF
+
+        final = lengths  # the training loop's evaluations ask for no length view
+        limit = None if final else self.options.dev_sentences
+        hyps, seconds, generated = self.translate(model, split, limit, self.options.beam if final else 1)
+        src_text, refs = (x[:len(hyps)] for x in self.text[split])
+        bleu, chrf = BLEU(), CHRF()
+        metrics = [Metric(split, "bleu", bleu.corpus_score(hyps, [refs]).score),
+                   Metric(split, "chrf", chrf.corpus_score(hyps, [refs]).score),
+                   Metric(split, "sentences_per_s", len(hyps) / seconds),
+                   Metric(split, "ms_per_token", 1000 * seconds / generated)]
+        self.signatures = {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
+                           "decoding": f"beam {self.options.beam}, alpha {self.options.alpha}" if self.options.beam > 1
+                           else "greedy"}
+        if final:
+            metrics.append(Metric(split, "loss", self._loss(model, split)))
+            low = 0
+            for edge in LENGTH_EDGES:
+                chosen = [i for i, s in enumerate(src_text) if low < len(s.split()) <= edge]
+                if chosen:
+                    score = BLEU().corpus_score([hyps[i] for i in chosen], [[refs[i] for i in chosen]]).score
+                    metrics += [Metric(split, "bleu_by_length", score, edge),
+                                Metric(split, "sentences_by_length", len(chosen), edge)]
+                low = edge
+        return metrics
+
+    def _loss(self, model, split: str) -> float:
+        """Teacher-forced cross-entropy per target token."""
+        pairs = self.encoded[split]
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for k in range(0, len(pairs), self.options.eval_batch_size):
+            batch = {key: v.to(device) for key, v in self._batch(pairs[k:k + self.options.eval_batch_size]).items()}
+            logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"])
+            total += F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD,
+                                     reduction="sum").item()
+            count += int((batch["tgt_out"] != PAD).sum())
+        return total / count

@@ -1,0 +1,325 @@
+"""Named-entity recognition: CoNLL-2003 English (or your own CoNLL files), entity-level F1.
+
+Every backbone gets the same token representation: a word embedding learned from scratch (words
+of the training split seen at least ``min_word_count`` times, lower-cased), a character CNN over
+the word as written, and a word-shape embedding (capitalisation, digits, punctuation), projected to
+the backbone's width. The backbone runs bidirectionally where it can (``--set bidirectional=false``
+measures the causal variant); a linear layer scores the BIO tags, trained with per-token
+cross-entropy (no CRF). Entity precision/recall/F1 come from seqeval (conlleval's chunking), micro
+and per type, and F1 per sentence-length bucket. Tagging throughput is timed on the split scored.
+
+Tags are converted to BIO on reading: CoNLL-2003 is IOB1 (``B-`` only between two adjacent entities
+of one type). ``scheme=auto`` detects IOB1 from an ``I-`` tag that starts an entity.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Literal
+
+import pydantic
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.config import TrainConfig
+from harness.data import find_dataset
+from harness.measure import synchronize
+from harness.registry import TASKS
+from harness.store import Metric
+from tasks.base import Batch, Task, TaskOptions, shuffled_batches
+
+CONLL_FILES = {"train": "eng.train.gz", "dev": "eng.testa.gz", "test": "eng.testb.gz"}
+TAG = re.compile(r"^(O|[BI]-\S+)$")
+#: sentence-length buckets (tokens): a bucket holds lengths up to its edge, above the previous one
+LENGTH_EDGES = (5, 10, 20, 30, 40, 60, 1000)
+PAD, UNK = "<pad>", "<unk>"
+SHAPES = ("lower", "title", "upper", "mixed", "digits", "has_digit", "punct", "other")
+MAX_WORD_CHARS = 20
+
+
+@dataclass(frozen=True)
+class Sentence:
+    words: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+def _open(path: Path):
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=16)
+def read_conll(path: Path) -> tuple[tuple[Sentence, ...], tuple[int, ...]]:
+    """Sentences of a CoNLL file (token in the first column, tag in the last; blank lines end
+    sentences; ``-DOCSTART-`` lines are skipped), and the line each sentence starts on."""
+    sentences, starts = [], []
+    words: list[str] = []
+    tags: list[str] = []
+    with _open(path) as f:
+        for n, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                if words:
+                    sentences.append(Sentence(tuple(words), tuple(tags)))
+                words, tags = [], []
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{path}:{n}: expected a token and a tag, got {line.strip()!r}")
+            if not TAG.match(fields[-1]):
+                raise ValueError(f"{path}:{n}: tag {fields[-1]!r} is not O, B-TYPE or I-TYPE")
+            if not words:
+                starts.append(n)
+            words.append(fields[0])
+            tags.append(fields[-1])
+    if words:
+        sentences.append(Sentence(tuple(words), tuple(tags)))
+    if not sentences:
+        raise ValueError(f"{path}: no sentences")
+    return tuple(sentences), tuple(starts)
+
+
+def starts_entity_with_i(tags) -> bool:
+    """An ``I-`` tag right after ``O``, the start, or another type: IOB1's way, never BIO's."""
+    prev = "O"
+    for tag in tags:
+        if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]):
+            return True
+        prev = tag
+    return False
+
+
+def iob1_to_bio(tags) -> tuple[str, ...]:
+    """IOB1 → BIO: an ``I-`` that starts an entity becomes ``B-``."""
+    out, prev = [], "O"
+    for tag in tags:
+        out.append(f"B-{tag[2:]}" if tag.startswith("I-") and (prev == "O" or prev[2:] != tag[2:]) else tag)
+        prev = tag
+    return tuple(out)
+
+
+def shape(word: str) -> int:
+    if word.isdigit():
+        kind = "digits"
+    elif any(c.isdigit() for c in word):
+        kind = "has_digit"
+    elif not any(c.isalnum() for c in word):
+        kind = "punct"
+    elif word.islower():
+        kind = "lower"
+    elif word.isupper():
+        kind = "upper"
+    elif word[0].isupper() and word[1:].islower():
+        kind = "title"
+    elif word.isalpha():
+        kind = "mixed"
+    else:
+        kind = "other"
+    return SHAPES.index(kind)
+
+
+class NEROptions(TaskOptions):
+    #: your own CoNLL files (token first, tag last); all three, or none for CoNLL-2003
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    #: tagging scheme of the files: detected, or declared
+    scheme: Literal["auto", "iob1", "bio"] = "auto"
+    #: training words seen fewer times than this read as <unk> (the characters still count)
+    min_word_count: int = pydantic.Field(default=2, ge=1)
+    #: probability of replacing a training word with <unk>, so <unk> is learned
+    word_dropout: float = pydantic.Field(default=0.05, ge=0, lt=1)
+    dropout: float = pydantic.Field(default=0.2, ge=0, lt=1)
+    char_dim: int = pydantic.Field(default=16, ge=1)
+    char_filters: int = pydantic.Field(default=32, ge=1)
+    shape_dim: int = pydantic.Field(default=8, ge=1)
+    #: sentences per evaluation batch
+    eval_batch_size: int = pydantic.Field(default=128, ge=1)
+
+    @pydantic.model_validator(mode="after")
+    def _all_or_none(self):
+        given = [self.train, self.dev, self.test]
+        if any(given) and not all(given):
+            raise ValueError("give all three of train, dev and test files, or none (CoNLL-2003)")
+        return self
+
+
+class Tagger(nn.Module):
+    """Word + character CNN + shape features → backbone → tag scores."""
+
+    def __init__(self, backbone: nn.Module, n_words: int, n_chars: int, n_tags: int, options: NEROptions):
+        super().__init__()
+        d = backbone.d_model
+        self.words = nn.Embedding(n_words, d, padding_idx=0)
+        self.chars = nn.Embedding(n_chars, options.char_dim, padding_idx=0)
+        self.char_conv = nn.Conv1d(options.char_dim, options.char_filters, kernel_size=3, padding=1)
+        self.shapes = nn.Embedding(len(SHAPES), options.shape_dim)
+        self.project = nn.Linear(d + options.char_filters + options.shape_dim, d)
+        self.backbone = backbone
+        self.dropout = nn.Dropout(options.dropout)
+        self.head = nn.Linear(d, n_tags)
+
+    def forward(self, words, chars, shapes, mask) -> torch.Tensor:
+        B, T, C = chars.shape
+        c = self.char_conv(self.chars(chars.view(B * T, C)).transpose(1, 2))  # (B·T, filters, C)
+        c = c.masked_fill((chars.view(B * T, 1, C) == 0), float("-inf")).amax(2)
+        c = torch.where(torch.isfinite(c), c, torch.zeros_like(c)).view(B, T, -1)  # padding words
+        x = torch.cat([self.words(words), c, self.shapes(shapes)], -1)
+        h = self.backbone(self.dropout(self.project(self.dropout(x))), mask)
+        return self.head(self.dropout(h))
+
+
+@TASKS.register("ner")
+class NER(Task):
+    """Named entities, CoNLL-2003 English (or your CoNLL files): seqeval entity F1, micro and per type."""
+
+    Options = NEROptions
+    version = "1"
+    dataset = "conll2003"
+    arch_defaults = {"bidirectional": True}
+    budgets = {
+        # seq_len caps a training sentence (CoNLL-2003's longest has 124 tokens); evaluation takes all
+        "smoke": dict(steps=400, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100),
+        "full": dict(steps=10000, batch_size=32, seq_len=128, lr=1e-3, warmup_steps=500, eval_every=500),
+    }
+    table_metrics = (("test", "f1"), ("dev", "f1"), ("test", "precision"), ("test", "recall"),
+                     ("test", "sentences_per_s"))
+    length_metric = "f1_by_length"
+    dev_metric = ("f1", False)
+    dev_split = "dev"
+    final_splits = ("dev", "test")
+
+    def __init__(self, options: NEROptions, data_dir):
+        super().__init__(options, data_dir)
+        if options.train:
+            paths = {"train": Path(options.train), "dev": Path(options.dev), "test": Path(options.test)}
+            for split, path in paths.items():
+                if not path.is_file():
+                    raise FileNotFoundError(f"ner: the {split} file {path} does not exist")
+        else:
+            folder = find_dataset(self.dataset, list(CONLL_FILES.values()), data_dir).resolve()
+            paths = {split: folder / name for split, name in CONLL_FILES.items()}
+        self.paths = paths
+        self.sentences = {split: read_conll(path.resolve())[0] for split, path in paths.items()}
+        every = [s.tags for split in self.sentences.values() for s in split]
+        self.scheme = options.scheme if options.scheme != "auto" else (
+            "iob1" if any(starts_entity_with_i(t) for t in every) else "bio")
+        if self.scheme == "bio":
+            for split, path in paths.items():
+                for sentence, line in zip(*read_conll(path.resolve())):
+                    if starts_entity_with_i(sentence.tags):
+                        raise ValueError(f"{path}:{line}: an I- tag starts an entity, which BIO does not allow "
+                                         "(declare scheme=iob1, or fix the file)")
+        else:
+            self.sentences = {split: tuple(Sentence(s.words, iob1_to_bio(s.tags)) for s in sents)
+                              for split, sents in self.sentences.items()}
+        train = self.sentences["train"]
+        counts = Counter(w.lower() for s in train for w in s.words)
+        self.words = [PAD, UNK] + sorted(w for w, n in counts.items() if n >= options.min_word_count)
+        self.word_index = {w: i for i, w in enumerate(self.words)}
+        chars = sorted({c for s in train for w in s.words for c in w})
+        self.char_index = {c: i for i, c in enumerate([PAD, UNK, *chars])}
+        types = sorted({t[2:] for s in train for t in s.tags if t != "O"})
+        self.tags = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
+        self.tag_index = {t: i for i, t in enumerate(self.tags)}
+        self.encoded = {split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()}
+
+    def info(self) -> dict:
+        return {"scheme_read": self.scheme, "files": {k: str(v) for k, v in self.paths.items()},
+                "sentences": {k: len(v) for k, v in self.sentences.items()}, "tags": self.tags,
+                "vocabulary": len(self.words)}
+
+    def _encode(self, sentence: Sentence):
+        unk = self.word_index[UNK]
+        words = torch.tensor([self.word_index.get(w.lower(), unk) for w in sentence.words])
+        chars = [[self.char_index.get(c, 1) for c in w[:MAX_WORD_CHARS]] for w in sentence.words]
+        shapes = torch.tensor([shape(w) for w in sentence.words])
+        tags = torch.tensor([self.tag_index.get(t, -100) for t in sentence.tags])  # unseen type: ignored
+        return words, chars, shapes, tags
+
+    def build_model(self, backbone: nn.Module) -> Tagger:
+        return Tagger(backbone, len(self.words), len(self.char_index), len(self.tags), self.options)
+
+    def _batch(self, items, max_len: int | None = None) -> Batch:
+        items = [tuple(x[:max_len] for x in item) for item in items] if max_len else items
+        B, T = len(items), max(len(item[0]) for item in items)
+        C = max(len(c) for item in items for c in item[1])
+        words = torch.zeros(B, T, dtype=torch.long)
+        chars = torch.zeros(B, T, C, dtype=torch.long)
+        shapes = torch.zeros(B, T, dtype=torch.long)
+        tags = torch.full((B, T), -100, dtype=torch.long)
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        for i, (w, c, s, t) in enumerate(items):
+            n = len(w)
+            words[i, :n], shapes[i, :n], tags[i, :n], mask[i, :n] = w, s, t, True
+            for j, word in enumerate(c):
+                chars[i, j, :len(word)] = torch.tensor(word)
+        return {"words": words, "chars": chars, "shapes": shapes, "tags": tags, "mask": mask}
+
+    def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
+        for items in shuffled_batches(self.encoded["train"], train.batch_size, generator, "ner"):
+            batch = self._batch(items, train.seq_len)
+            if self.options.word_dropout:
+                drop = torch.rand(batch["words"].shape, generator=generator) < self.options.word_dropout
+                batch["words"] = batch["words"].masked_fill(drop & batch["mask"], self.word_index[UNK])
+            yield batch
+
+    def logits(self, model: Tagger, batch: Batch) -> torch.Tensor:
+        return model(batch["words"], batch["chars"], batch["shapes"], batch["mask"])
+
+    def loss(self, model: Tagger, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(self.logits(model, batch).flatten(0, 1).float(), batch["tags"].flatten())
+
+    def batch_tokens(self, batch: Batch) -> int:
+        return int(batch["mask"].sum())
+
+    @torch.no_grad()
+    def predict(self, model: Tagger, split: str) -> tuple[list[list[str]], float]:
+        """BIO tags for every sentence of ``split``, and the seconds the tagging took."""
+        items = self.encoded[split]
+        device = next(model.parameters()).device
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))  # little padding
+        out: list[list[str] | None] = [None] * len(items)
+        size = self.options.eval_batch_size
+        batches = [self._batch([items[i] for i in order[k:k + size]]) for k in range(0, len(order), size)]
+        synchronize(device)
+        started = time.perf_counter()
+        predicted = []
+        for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            predicted.append(self.logits(model, batch).argmax(-1).cpu())
+        synchronize(device)
+        seconds = time.perf_counter() - started
+        for k, tags in zip(range(0, len(order), size), predicted):
+            for row, i in enumerate(order[k:k + size]):
+                out[i] = [self.tags[t] for t in tags[row, :len(items[i][0])].tolist()]
+        return out, seconds
+
+    def evaluate(self, model, split, train, max_tokens, lengths=True) -> list[Metric]:
+        from seqeval.metrics import classification_report, f1_score
+
+        predicted, seconds = self.predict(model, split)
+        gold = [list(s.tags) for s in self.sentences[split]]
+        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+        micro = report["micro avg"]
+        tokens = sum(len(g) for g in gold)
+        metrics = [Metric(split, "precision", micro["precision"]), Metric(split, "recall", micro["recall"]),
+                   Metric(split, "f1", micro["f1-score"]),
+                   Metric(split, "sentences_per_s", len(gold) / seconds),
+                   Metric(split, "tokens_per_s", tokens / seconds)]
+        metrics += [Metric(split, f"f1_{kind}", scores["f1-score"]) for kind, scores in report.items()
+                    if kind not in ("micro avg", "macro avg", "weighted avg")]
+        if lengths:
+            low = 0
+            for edge in LENGTH_EDGES:
+                chosen = [i for i, g in enumerate(gold) if low < len(g) <= edge]
+                if chosen:
+                    f1 = f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen], zero_division=0)
+                    metrics += [Metric(split, "f1_by_length", f1, edge),
+                                Metric(split, "sentences_by_length", len(chosen), edge)]
+                low = edge
+        return metrics

@@ -1,0 +1,110 @@
+"""ner: CoNLL reading and IOB1→BIO, seqeval entity scores, and a run through the harness."""
+import json
+
+import pytest
+import torch
+
+from harness.registry import TASKS
+from harness.store import RunStore
+from tasks.ner import iob1_to_bio, read_conll, starts_entity_with_i
+from tests.conftest import TINY_SETS, harness
+
+
+def test_iob1_to_bio_on_hand_examples():
+    assert iob1_to_bio(["I-PER", "I-PER", "O", "I-LOC"]) == ("B-PER", "I-PER", "O", "B-LOC")
+    # IOB1 uses B- only where an entity follows one of the same type
+    assert iob1_to_bio(["I-ORG", "I-ORG", "B-ORG", "I-ORG"]) == ("B-ORG", "I-ORG", "B-ORG", "I-ORG")
+    assert iob1_to_bio(["I-PER", "I-LOC", "I-LOC"]) == ("B-PER", "B-LOC", "I-LOC")
+    assert iob1_to_bio(["O", "O"]) == ("O", "O")
+    assert starts_entity_with_i(["O", "I-MISC"]) and not starts_entity_with_i(["B-MISC", "I-MISC", "O"])
+
+
+def test_conll2003_reads_as_published(data_dir):
+    task = TASKS.get("ner")(TASKS.get("ner").Options(), data_dir)
+    assert {k: len(v) for k, v in task.sentences.items()} == {"train": 14041, "dev": 3250, "test": 3453}
+    assert sum(len(s.words) for s in task.sentences["train"]) == 203621
+    assert task.scheme == "iob1"
+    assert task.tags == ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    first = task.sentences["train"][0]  # EU rejects German call ...
+    assert first.words[:3] == ("EU", "rejects", "German") and first.tags[:3] == ("B-ORG", "O", "B-MISC")
+    assert not any(starts_entity_with_i(s.tags) for split in task.sentences.values() for s in split)
+
+
+def _write(path, sentences):
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n")
+    return path
+
+
+SENTENCES = [[("John", "B-PER"), ("Smith", "I-PER"), ("visited", "O"), ("Paris", "B-LOC")],
+             [("Acme", "B-ORG"), ("Corp", "I-ORG"), ("hired", "O"), ("Mary", "B-PER")]]
+
+
+@pytest.fixture
+def own_files(tmp_path):
+    return {split: _write(tmp_path / f"{split}.txt", SENTENCES) for split in ("train", "dev", "test")}
+
+
+def test_seqeval_scores_on_a_hand_example(own_files):
+    cls = TASKS.get("ner")
+    task = cls(cls.Options(**{k: str(v) for k, v in own_files.items()}, min_word_count=1), None)
+    assert task.scheme == "bio"
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"],  # PER right, LOC missed, ORG spurious
+                 ["B-ORG", "I-ORG", "O", "B-PER"]]  # both right
+    index = {t: i for i, t in enumerate(task.tags)}
+
+    def logits(model, batch):
+        out = torch.zeros(*batch["words"].shape, len(task.tags))
+        for i, words in enumerate(batch["words"].tolist()):
+            mine = predicted[0] if words[0] == task.word_index["john"] else predicted[1]
+            for j, tag in enumerate(mine):
+                out[i, j, index[tag]] = 1.0
+        return out
+
+    task.logits = logits
+    model = torch.nn.Linear(1, 1)
+    from harness.config import TrainConfig
+
+    metrics = {(m.name, m.length): m.value for m in task.evaluate(model, "test", TrainConfig(steps=1, batch_size=1, seq_len=8), None)}
+    # gold: PER, LOC, ORG, PER (4); predicted: PER, ORG, ORG, PER (4); right: PER, ORG, PER (3)
+    assert metrics["precision", None] == pytest.approx(3 / 4)
+    assert metrics["recall", None] == pytest.approx(3 / 4)
+    assert metrics["f1", None] == pytest.approx(3 / 4)
+    assert metrics["f1_PER", None] == pytest.approx(1.0)
+    assert metrics["f1_LOC", None] == pytest.approx(0.0)
+    assert metrics["f1_ORG", None] == pytest.approx(2 / 3)  # 1 right of 2 predicted, 1 gold
+    assert metrics["f1_by_length", 5] == pytest.approx(3 / 4) and metrics["sentences_by_length", 5] == 2
+    assert metrics["sentences_per_s", None] > 0
+
+
+@pytest.mark.parametrize("content, message", [
+    ("John B-PER\nSmith\n", r"train.txt:2: expected a token and a tag"),
+    ("John B-PER\nSmith X-PER\n", r"train.txt:2: tag 'X-PER' is not O, B-TYPE or I-TYPE"),
+])
+def test_malformed_conll_names_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "train.txt"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        read_conll(path)
+
+
+def test_declared_bio_with_an_entity_starting_with_i_is_refused(own_files, tmp_path):
+    bad = _write(tmp_path / "bad.txt", [[("John", "I-PER"), ("ran", "O")]])
+    cls = TASKS.get("ner")
+    with pytest.raises(ValueError, match=r"bad.txt:1: an I- tag starts an entity"):
+        cls(cls.Options(train=str(bad), dev=str(own_files["dev"]), test=str(own_files["test"]), scheme="bio"), None)
+    with pytest.raises(ValueError, match="all three"):
+        cls.Options(train=str(bad))
+
+
+def test_harness_run_tags_bidirectionally_unless_told(tmp_path, data_dir):
+    common = ("--tasks", "ner", "--results", tmp_path, "--data-dir", data_dir, "--no-progress", *TINY_SETS)
+    assert harness("run", "--arch", "lstm", *common) == 0
+    assert harness("run", "--arch", "lstm", *common, "--set", "bidirectional=false") == 0
+    runs = RunStore(tmp_path).runs()
+    assert set(runs.status) == {"finished"} and len(runs) == 2
+    flags = {json.loads(c)["arch_options"]["bidirectional"]: label for c, label in zip(runs.config, runs.label)}
+    assert flags == {True: "lstm", False: "lstm[bidirectional=False]"}
+    metrics = RunStore(tmp_path).metrics()
+    names = set(metrics.metric)
+    assert {"f1", "precision", "recall", "f1_PER", "f1_by_length", "sentences_per_s", "tokens_per_s"} <= names
+    assert set(metrics[metrics.metric == "f1"].split) == {"dev", "test"}

@@ -7,8 +7,8 @@ import warnings
 
 import pandas as pd
 
-from harness.config import TrainConfig, task_label
-from harness.registry import TASKS, suggest
+from harness.config import TrainConfig, task_arch_defaults, task_label
+from harness.registry import ARCHITECTURES, TASKS, suggest
 from harness.store import FINISHED, Metric, RunStore
 
 #: efficiency columns shown for every task: (split, metric) → heading
@@ -42,8 +42,20 @@ def _cell(mean: float, std: float, count: int) -> str:
     return _number(mean) if count == 1 else f"{_number(mean)} ± {_number(std)}"
 
 
+def _arch_options(config: dict) -> dict:
+    """Backbone options, those at their task's own default (bidirectional for tagging) read as the
+    backbone's default, so one backbone's rows line up across tasks."""
+    options = dict(config["arch_options"])
+    if config["task"] in TASKS and config["arch"] in ARCHITECTURES:
+        plain = ARCHITECTURES.get(config["arch"]).Options().model_dump(mode="json")
+        for k, v in task_arch_defaults(config["task"], config["arch"]).items():
+            if options.get(k) == v:
+                options[k] = plain[k]
+    return options
+
+
 def _flat(config: dict) -> dict:
-    flat = dict(config["arch_options"])
+    flat = _arch_options(config)
     flat.update({f"task.{k}": v for k, v in config["task_options"].items()})
     flat.update(config["train"])
     return flat
@@ -70,7 +82,7 @@ def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict
     # backbone options that vary anywhere label every row of that architecture alike
     values: dict[tuple[str, str], set[str]] = {}
     for config in configs.values():
-        for k, v in config["arch_options"].items():
+        for k, v in _arch_options(config).items():
             values.setdefault((config["arch"], k), set()).add(json.dumps(v))
     arch_varying = {arch: {k for (a, k), seen in values.items() if a == arch and len(seen) > 1}
                     for arch in {c["arch"] for c in configs.values()}}

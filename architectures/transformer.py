@@ -24,8 +24,9 @@ class TransformerOptions(BackboneOptions):
     #: length of the learned position table (only for position=learned)
     max_positions: int = pydantic.Field(default=4096, ge=1)
     rope_base: float = 10000.0
-    #: every block also attends to an encoder's states (the decoder of an encoder–decoder)
-    cross_attention: bool = False
+    #: every block also attends to an encoder's states: set by ``mt`` for its decoder; left out of
+    #: run configs (and run ids), which describe the encoder
+    cross_attention: bool = pydantic.Field(default=False, exclude=True)
 
 
 def sinusoidal_table(length: int, d: int, device, dtype, start: int = 0) -> torch.Tensor:

@@ -189,11 +189,6 @@ class MT(Task):
                 "vocab_sizes": [self.src_tok.get_vocab_size(), self.tgt_tok.get_vocab_size()],
                 "tokenizer_sha256": vocab, **self.signatures}
 
-    @classmethod
-    def check_arch_options(cls, arch_options: dict) -> None:
-        if arch_options.get("cross_attention"):
-            raise ValueError("task 'mt' adds cross-attention to the decoder itself; leave cross_attention unset")
-
     def build_model(self, backbone: nn.Module) -> Seq2Seq:
         """The backbone encodes; a causal twin of it (same family, size and options) decodes."""
         from harness.registry import ARCHITECTURES

@@ -174,3 +174,10 @@ def test_harness_run_translates_with_every_attention(tmp_path, own_files):
     metrics = store.metrics()
     assert {"bleu", "chrf", "sentences_per_s", "ms_per_token", "bleu_by_length", "loss"} <= set(metrics.metric)
     assert set(metrics[metrics.metric == "bleu"].split) == {"valid", "test"}
+
+
+def test_the_decoders_cross_attention_stays_out_of_run_ids():
+    from harness.config import RunConfig, TrainConfig
+
+    cfg = RunConfig(arch="transformer", task="lm", train=TrainConfig(steps=1, batch_size=1, seq_len=8))
+    assert "cross_attention" not in cfg.arch_options, "run ids made before encoder-decoders stay valid"

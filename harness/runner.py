@@ -35,16 +35,26 @@ def load_trained(store: RunStore, run_id: str, data_dir=None, task=None) -> tupl
     status = store.status(run_id)
     if status != FINISHED:
         raise LookupError(f"run {run_id} is {status or 'not in the store'}; only finished runs have a model")
-    cfg = RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
+    cfg = _stored_config(store, run_id)
     task = task or make_task(cfg, data_dir)
     if cfg.upstream and task.fine_tunes:  # shaped like the model it was tuned from
-        upstream_cfg, model = load_trained(store, cfg.upstream, data_dir)
-        model = task.fine_tune_model(model, make_task(upstream_cfg, data_dir))
+        model = _tuned(store, cfg, task, make_task(_stored_config(store, cfg.upstream), data_dir))
     else:
         model = build_model(cfg, task)
     state = torch.load(store.run_dir(run_id) / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return cfg, model.eval()
+
+
+def _stored_config(store: RunStore, run_id: str) -> RunConfig:
+    return RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
+
+
+def _tuned(store: RunStore, cfg: RunConfig, task, upstream) -> torch.nn.Module:
+    """The model ``task`` fine-tunes: the upstream run's trained model, made ready by the task."""
+    _, pretrained = load_trained(store, cfg.upstream, task=upstream)
+    torch.manual_seed(cfg.seed)
+    return task.fine_tune_model(pretrained, upstream)
 
 
 def _model_to_train(cfg: RunConfig, task, store: RunStore, upstream, info: dict) -> torch.nn.Module:
@@ -53,10 +63,8 @@ def _model_to_train(cfg: RunConfig, task, store: RunStore, upstream, info: dict)
         return build_model(cfg, task)
     if upstream is None:
         raise LookupError(f"run {cfg.run_id} fine-tunes run {cfg.upstream}, whose task was not loaded")
-    _, pretrained = load_trained(store, cfg.upstream, task=upstream)
     info["upstream"] = cfg.upstream
-    torch.manual_seed(cfg.seed)
-    return task.fine_tune_model(pretrained, upstream)
+    return _tuned(store, cfg, task, upstream)
 
 
 def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, progress,

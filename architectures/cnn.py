@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.base import Backbone, BackboneOptions
-from harness.registry import ARCHITECTURES
+from harness.core.registry import ARCHITECTURES
 
 
 class CNNOptions(BackboneOptions):

@@ -6,7 +6,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from architectures.base import Backbone, BackboneOptions
-from harness.registry import ARCHITECTURES
+from harness.core.registry import ARCHITECTURES
 
 
 class _Recurrent(Backbone):

@@ -7,7 +7,7 @@ from types import MappingProxyType
 import pydantic
 import torch
 
-from harness.registry import ARCHITECTURES, suggest
+from harness.core.registry import ARCHITECTURES, suggest
 
 #: a preset's parameter count must land within this fraction of its target
 TOLERANCE = 0.05

@@ -11,7 +11,7 @@ from torch import nn
 
 from architectures.base import Backbone, BackboneOptions
 from architectures.sizing import closest_width, count_parameters
-from harness.registry import ARCHITECTURES
+from harness.core.registry import ARCHITECTURES
 
 Position = Literal["none", "sinusoidal", "learned", "rope", "alibi"]
 

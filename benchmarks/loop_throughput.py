@@ -14,9 +14,10 @@ import time
 
 import torch
 
-from harness.config import RunConfig, TrainConfig
-from harness.measure import environment, resolve_device, synchronize
-from harness.registry import TASKS
+from harness.config import RunConfig
+from harness.core.train_config import TrainConfig
+from harness.core.measure import environment, resolve_device, synchronize
+from harness.core.registry import TASKS
 from harness.runner import build_model
 from harness.train import lr_factor, make_optimizer, train_model
 

@@ -22,15 +22,15 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from architectures.sizing import build_backbone, parse_options
-from harness.config import TrainConfig
-from harness.measure import (
+from harness.core.train_config import TrainConfig
+from harness.core.measure import (
     current_memory,
     environment,
     median_seconds,
     peak_memory,
     reset_peak_memory,
 )
-from harness.registry import ARCHITECTURES
+from harness.core.registry import ARCHITECTURES
 from harness.train import make_optimizer
 
 #: dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched against the CUDA device name

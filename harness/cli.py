@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from harness.registry import UnknownName
+from harness.core.registry import UnknownName
 
 DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "runs")
 
@@ -132,9 +132,9 @@ def cmd_bench(args) -> int:
     import pydantic
 
     from harness.bench import BenchConfig, run_bench
-    from harness.measure import resolve_device
+    from harness.core.measure import resolve_device
     from harness.plots import plot_bench
-    from harness.registry import ARCHITECTURES, suggest
+    from harness.core.registry import ARCHITECTURES, suggest
     from harness.sweep import parse_overrides
     from harness.tables import bench_table
 
@@ -178,8 +178,8 @@ def _interrupt(signum, frame):
 
 
 def cmd_run(args) -> int:
-    from harness.measure import resolve_device
-    from harness.registry import selected_tasks
+    from harness.core.measure import resolve_device
+    from harness.core.registry import selected_tasks
     from harness.sweep import expand, parse_overrides
 
     tasks = selected_tasks(args.tasks)
@@ -189,7 +189,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from harness.measure import resolve_device
+    from harness.core.measure import resolve_device
     from harness.sweep import expand_sweep, load_sweep_file
 
     sweep = load_sweep_file(args.file)
@@ -200,7 +200,7 @@ def cmd_sweep(args) -> int:
 def execute_plan(configs, args) -> int:
     """Print (``--dry-run``) or run a list of configs, then print their table."""
     from harness.launchers import LAUNCHERS, Launch
-    from harness.registry import suggest
+    from harness.core.registry import suggest
     from harness.report import record_invocation
     from harness.store import RunStore
     from harness.tables import make_table
@@ -238,21 +238,29 @@ def execute_plan(configs, args) -> int:
 
 def cmd_list(args) -> int:
     from architectures.sizing import PRESETS
-    from harness.registry import ARCHITECTURES, TASKS
+    from harness.core.registry import ARCHITECTURES, TASKS, EntryUnavailable
 
     print("architectures:")
     for name in ARCHITECTURES.names():
-        cls = ARCHITECTURES.get(name)
+        try:
+            cls = ARCHITECTURES.get(name)
+        except EntryUnavailable as err:  # a missing optional dependency hides only its own entry
+            print(f"  {name:12s} unavailable: {err}")
+            continue
         options = ", ".join(f"{k}={v.default!r}" for k, v in cls.Options.model_fields.items())
         both = "causal+bidirectional" if cls.supports_bidirectional else "causal"
         print(f"  {name:12s} {both:22s} options: {options}")
     print("tasks:")
     for name in TASKS.names():
-        cls = TASKS.get(name)
+        try:
+            cls = TASKS.get(name)
+        except EntryUnavailable as err:
+            print(f"  {name:16s} unavailable: {err}")
+            continue
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        budgets = f"budgets: {', '.join(cls.budgets)}"
-        if cls.upstream:
-            budgets = f"tunes {cls.upstream} runs" if cls.fine_tunes else f"scores {cls.upstream} runs"
+        budgets = {"trained": f"budgets: {', '.join(getattr(cls, 'budgets', {}))}",
+                   "fine_tuned": f"tunes {cls.upstream} runs",
+                   "zero_shot": f"scores {cls.upstream} runs"}[cls.kind]
         print(f"  {name:16s} v{cls.version:3s} {budgets:20s}  {doc}")
     print("size presets (non-embedding parameters):")
     for name, p in PRESETS.items():
@@ -279,7 +287,7 @@ def cmd_plot(args) -> int:
     from pathlib import Path
 
     from harness.plots import PLOTS, log_to_wandb
-    from harness.registry import suggest
+    from harness.core.registry import suggest
     from harness.store import RunStore
 
     suggest("plot", args.kind, PLOTS)
@@ -317,7 +325,7 @@ def cmd_export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from harness.data import MissingDataset
+    from harness.core.data import MissingDataset
 
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]

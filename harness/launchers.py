@@ -20,8 +20,9 @@ from pathlib import Path
 
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
-from harness.store import FINISHED, Metric, RunStore
-from harness.sweep import SweepSummary, run_name, run_sweep, task_key
+from harness.core.metrics import Metric
+from harness.store import FINISHED, RunStore
+from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
 #: times a run may take its worker down with it before it is recorded as failed
 WORKER_DEATHS_ALLOWED = 1
@@ -88,6 +89,7 @@ def _raise_interrupt(signum, frame):
 
 
 def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) -> SweepSummary:
+    check_datasets(configs, launch.data_dir)  # before any worker claims a run
     launch = replace(launch, workers=workers)
     gpus = visible_gpus() if any(cfg.device.startswith("cuda") for cfg in configs) else 0
     context = multiprocessing.get_context("spawn")
@@ -138,19 +140,6 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
 
 # ---------------------------------------------------------------- Ray
 
-_TASK_CACHE: dict = {}
-
-
-def _cached_task(cfg: RunConfig, data_dir):
-    """A worker process loads each dataset once, however many runs it executes."""
-    from harness.runner import make_task
-
-    key = (*task_key(cfg), data_dir)
-    if key not in _TASK_CACHE:
-        _TASK_CACHE[key] = make_task(cfg, data_dir)
-    return _TASK_CACHE[key]
-
-
 def execute_remote(cfg_json: str, data_dir, wandb: bool, upstream_json: str | None,
                    upstream_files: dict[str, bytes] | None) -> dict:  # runs on a Ray worker
     """Run one config in a scratch store (with its upstream run, if any, copied in) and return
@@ -160,16 +149,14 @@ def execute_remote(cfg_json: str, data_dir, wandb: bool, upstream_json: str | No
     cfg = RunConfig.model_validate_json(cfg_json)
     with tempfile.TemporaryDirectory(prefix="harness-run-") as scratch_dir:
         scratch = RunStore(scratch_dir)
-        upstream_task = None
         if upstream_json:
             upstream = RunConfig.model_validate_json(upstream_json)
             scratch.claim(upstream)
             _write_files(scratch.run_dir(upstream.run_id), upstream_files or {})
             scratch.finish(upstream.run_id, FINISHED, [], {})
-            upstream_task = _cached_task(upstream, data_dir)
         scratch.claim(cfg)
         tracker = _tracker(Launch(wandb=wandb))
-        execute(cfg, _cached_task(cfg, data_dir), scratch, tracker, progress=False, upstream=upstream_task)
+        execute(cfg, scratch, data_dir, tracker, progress=False)
         record = scratch.record(cfg.run_id)
         record["files"] = _read_files(scratch.run_dir(cfg.run_id))
         record["host"], record["pid"] = os.uname().nodename, os.getpid()
@@ -194,6 +181,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
 
     if launch.data_dir:  # workers resolve it from their own working directory
         launch = replace(launch, data_dir=str(Path(launch.data_dir).resolve()))
+    check_datasets(configs, launch.data_dir)  # before anything is claimed
     by_id = {cfg.run_id: cfg for cfg in configs}
     summary = SweepSummary()
     pending = []

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.registry import TASKS  # noqa: E402
+from harness.core.registry import TASKS  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
 from harness.tables import task_labels, length_metric, row_labels  # noqa: E402
 
@@ -128,7 +128,7 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
     from harness.tables import _columns, _direction, summarise
 
     values, runs = summarise(store)
-    values = values[values.task.isin({t for t in values.task if not TASKS.get(t.split("/")[0]).scores_only()})]
+    values = values[values.task.isin({t for t in values.task if TASKS.get(t.split("/")[0]).kind != "zero_shot"})]
     panels = []
     for task in sorted(set(values.task)):
         headline = next(iter(_columns(task).values()))

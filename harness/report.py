@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.registry import TASKS
+from harness.core.registry import TASKS
 from harness.store import FINISHED, RunStore
 
 INVOCATIONS = "invocations.jsonl"
@@ -16,7 +16,7 @@ INVOCATIONS = "invocations.jsonl"
 
 def record_invocation(store: RunStore, argv: list[str], sweep_file: str | None = None) -> None:
     """Append the command (and its sweep file's text) to the store, for the report."""
-    from harness.measure import git_revision
+    from harness.core.measure import git_revision
 
     entry = {"time": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": argv, "git_sha": git_revision()}
     if sweep_file:

@@ -4,22 +4,27 @@ from __future__ import annotations
 import json
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from architectures.sizing import build_backbone
 from harness.config import RunConfig
-from harness.measure import environment, inference_tokens_per_s, peak_memory, reset_peak_memory
-from harness.registry import TASKS
-from harness.store import FINISHED, Metric, RunStore
+from harness.core.measure import environment, inference_tokens_per_s, peak_memory, reset_peak_memory
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from harness.store import FINISHED, RunStore
 from harness.tracking import Tracker
 from harness.train import Diverged, autocast, train_model
+from tasks.base import Upstream
 
 CHECKPOINT = "best.pt"
 
 
 def make_task(cfg: RunConfig, data_dir):
+    """A new task object for ``cfg``: one per run, so nothing one run computes reaches another
+    (each task module caches the loading of its files, so this is cheap)."""
     cls = TASKS.get(cfg.task)
     return cls(cls.Options(**cfg.task_options), data_dir)
 
@@ -30,59 +35,58 @@ def build_model(cfg: RunConfig, task) -> torch.nn.Module:
     return task.build_model(build_backbone(cfg.arch, cfg.size, cfg.arch_options))
 
 
-def load_trained(store: RunStore, run_id: str, data_dir=None, task=None) -> tuple[RunConfig, torch.nn.Module]:
+def load_trained(store: RunStore, run_id: str, data_dir=None) -> tuple[RunConfig, torch.nn.Module]:
     """A finished run's config and model with its best checkpoint loaded (weights only)."""
     status = store.status(run_id)
     if status != FINISHED:
         raise LookupError(f"run {run_id} is {status or 'not in the store'}; only finished runs have a model")
     cfg = _stored_config(store, run_id)
-    task = task or make_task(cfg, data_dir)
-    if cfg.upstream and task.fine_tunes:  # shaped like the model it was tuned from
-        model = _tuned(store, cfg, task, make_task(_stored_config(store, cfg.upstream), data_dir))
-    else:
-        model = build_model(cfg, task)
+    model = _initial_model(cfg, make_task(cfg, data_dir), store, data_dir)
     state = torch.load(store.run_dir(run_id) / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return cfg, model.eval()
+
+
+def load_upstream(store: RunStore, cfg: RunConfig, data_dir=None) -> Upstream:
+    """What ``cfg``'s task receives from its upstream run: the trained model, and what the
+    upstream task exports to read it (its vocabulary)."""
+    if not cfg.upstream:
+        raise LookupError(f"run {cfg.run_id} ({cfg.task}) has no upstream run")
+    upstream_cfg, model = load_trained(store, cfg.upstream, data_dir)
+    return make_task(upstream_cfg, data_dir).as_upstream(model)
 
 
 def _stored_config(store: RunStore, run_id: str) -> RunConfig:
     return RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
 
 
-def _tuned(store: RunStore, cfg: RunConfig, task, upstream) -> torch.nn.Module:
-    """The model ``task`` fine-tunes: the upstream run's trained model, made ready by the task."""
-    _, pretrained = load_trained(store, cfg.upstream, task=upstream)
-    torch.manual_seed(cfg.seed)
-    return task.fine_tune_model(pretrained, upstream)
+def _initial_model(cfg: RunConfig, task, store: RunStore, data_dir) -> torch.nn.Module:
+    """The model a trained run starts from: a fresh one from its seed, or, for a fine-tuned task,
+    its upstream run's trained model made ready by the task."""
+    if task.kind == "fine_tuned":
+        upstream = load_upstream(store, cfg, data_dir)
+        torch.manual_seed(cfg.seed)
+        return task.fine_tune_model(upstream)
+    return build_model(cfg, task)
 
 
-def _model_to_train(cfg: RunConfig, task, store: RunStore, upstream, info: dict) -> torch.nn.Module:
-    """A fresh model, or, for a task that fine-tunes, the upstream run's trained model."""
-    if not cfg.upstream:
-        return build_model(cfg, task)
-    if upstream is None:
-        raise LookupError(f"run {cfg.run_id} fine-tunes run {cfg.upstream}, whose task was not loaded")
-    info["upstream"] = cfg.upstream
-    return _tuned(store, cfg, task, upstream)
-
-
-def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, progress,
-                        info: dict, store: RunStore, upstream) -> list[Metric]:
-    model = _model_to_train(cfg, task, store, upstream, info)
-    metrics = _describe(model, info)
-    result = train_model(model, task, cfg.train, device, cfg.seed, tracker, progress)
-    torch.save(result.best_state, run_dir / CHECKPOINT)
+def _train_and_evaluate(cfg: RunConfig, task, run: "_Run") -> list[Metric]:
+    model = _initial_model(cfg, task, run.store, run.data_dir)
+    if cfg.upstream:
+        run.info["upstream"] = cfg.upstream
+    metrics = _describe(model, run.info)
+    result = train_model(model, task, cfg.train, run.device, cfg.seed, run.tracker, run.progress)
+    torch.save(result.best_state, run.dir / CHECKPOINT)
     model.load_state_dict(result.best_state)
     model.eval()
-    with autocast(device, cfg.train):
+    with autocast(run.device, cfg.train):
         for split in task.final_splits:
             metrics += task.evaluate(model, split, cfg.train, cfg.train.final_eval_tokens)
         # the training batch shape, so training and inference figures compare
         batch = next(task.train_batches(cfg.train, torch.Generator().manual_seed(cfg.seed)))
-        infer = inference_tokens_per_s(model, task, batch, device)
-    info["dev_history"] = result.dev_history
-    info.update(task.info())
+        infer = inference_tokens_per_s(model, task, batch, run.device)
+    run.info["dev_history"] = result.dev_history
+    run.info.update(task.info())
     return metrics + [
         Metric("train", "tokens_per_s", result.tokens_per_s),
         Metric("train", "best_step", result.best_step),
@@ -91,19 +95,34 @@ def _train_and_evaluate(cfg: RunConfig, task, run_dir: Path, device, tracker, pr
     ]
 
 
-def _score_pretrained(cfg: RunConfig, task, upstream, store: RunStore, device,
-                      info: dict) -> list[Metric]:
-    if upstream is None:
-        raise LookupError(f"run {cfg.run_id} scores run {cfg.upstream}, whose task was not loaded")
-    _, model = load_trained(store, cfg.upstream, task=upstream)
-    model.to(device)
-    metrics = _describe(model, info)
-    info["upstream"] = cfg.upstream
-    info.update(task.info())
-    with autocast(device, cfg.train):
+def _score_upstream(cfg: RunConfig, task, run: "_Run") -> list[Metric]:
+    upstream = load_upstream(run.store, cfg, run.data_dir)
+    upstream.model.to(run.device)
+    metrics = _describe(upstream.model, run.info)
+    run.info["upstream"] = cfg.upstream
+    run.info.update(task.info())
+    with autocast(run.device, cfg.train):
         for split in task.final_splits:
-            metrics += task.evaluate_pretrained(model, upstream, split, cfg.train)
+            metrics += task.evaluate_upstream(upstream, split)
     return metrics
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What one execution of a run needs besides its config and task."""
+
+    store: RunStore
+    data_dir: object
+    dir: Path
+    device: torch.device
+    tracker: Tracker
+    progress: bool
+    info: dict
+
+
+#: what each kind of task does in a run
+BY_KIND = {"trained": _train_and_evaluate, "fine_tuned": _train_and_evaluate,
+           "zero_shot": _score_upstream}
 
 
 def _describe(model, info: dict) -> list[Metric]:
@@ -113,8 +132,8 @@ def _describe(model, info: dict) -> list[Metric]:
             Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
 
 
-def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progress: bool = True,
-            upstream=None) -> str:
+def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None,
+            progress: bool = True) -> str:
     """Run a claimed config (train and evaluate it, fine-tune its upstream run's model, or, for a
     zero-shot task, score that model) and record its outcome, whatever happens; returns the status. An
     interrupt propagates: whoever claimed the run gives it back."""
@@ -123,19 +142,18 @@ def execute(cfg: RunConfig, task, store: RunStore, tracker_factory=None, progres
     (run_dir / "config.json").write_text(cfg.model_dump_json(indent=2))
     device = torch.device(cfg.device)
     started = time.perf_counter()
-    info: dict = {"env": environment(device), "task_version": task.version,
+    info: dict = {"env": environment(device),
                   "dtype": "bf16-autocast" if device.type == "cuda" and cfg.train.precision == "bf16" else "fp32",
                   "batch_shape": [cfg.train.batch_size, cfg.train.seq_len], "train_length": cfg.train.seq_len}
     metrics: list[Metric] = []
     tracker = Tracker()
     try:
+        task = make_task(cfg, data_dir)
+        info["task_version"] = task.version
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
         reset_peak_memory(device)
-        if task.scores_only():
-            metrics = _score_pretrained(cfg, task, upstream, store, device, info)
-        else:
-            metrics = _train_and_evaluate(cfg, task, run_dir, device, tracker, progress, info, store,
-                                          upstream)
+        run = _Run(store, data_dir, run_dir, device, tracker, progress, info)
+        metrics = BY_KIND[task.kind](cfg, task, run)
         memory, info["memory_kind"] = peak_memory(device)
         metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None

@@ -13,12 +13,12 @@ import re
 import socket
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from harness.config import RunConfig
+from harness.core.metrics import Metric
 
 FINISHED = "finished"
 RUNNING = "running"
@@ -45,15 +45,6 @@ CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 """
 
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
-
-
-@dataclass(frozen=True)
-class Metric:
-    split: str
-    name: str
-    value: float
-    #: sequence length or length bucket the value belongs to (None: not length-specific)
-    length: int | None = None
 
 
 class RunStore:

@@ -9,8 +9,9 @@ from typing import Any
 import pydantic
 import yaml
 
-from harness.config import BUDGETS, RunConfig, TrainConfig, task_arch_defaults
-from harness.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
+from harness.config import RunConfig, task_arch_defaults
+from harness.core.train_config import BUDGETS, TrainConfig
+from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
 from harness.store import RunStore
 
@@ -54,8 +55,7 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
         *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
         before.append(up)
         upstream = up.run_id
-    # a zero-shot task records its upstream's budget; anything else has its own
-    train = dict(before[-1].train) if task_cls.scores_only() else dict(task_cls.budgets[budget])
+    train = task_cls.budget(budget, dict(before[-1].train) if before else None)
     arch_opts: dict = dict(before[-1].arch_options) if before else task_arch_defaults(task, arch)
     task_opts: dict = {}
     for key, value in settings.items():
@@ -118,7 +118,7 @@ class SweepSummary:
 
 
 def task_key(cfg: RunConfig) -> tuple[str, str]:
-    """Configs with the same key share one loaded task (its data)."""
+    """Configs with the same key read the same data."""
     return cfg.task, json.dumps(cfg.task_options, sort_keys=True)
 
 
@@ -126,15 +126,20 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
 
 
+def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
+    """Load every dataset the configs need (once per task and options), so a missing or malformed
+    one is reported before any run is claimed and the store stays untouched."""
+    seen = set()
+    for cfg in configs:
+        if task_key(cfg) not in seen:
+            seen.add(task_key(cfg))
+            make_task(cfg, data_dir)
+
+
 def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,
               retry_failed: bool = False, progress: bool = True, log=print) -> SweepSummary:
-    """Run every config not already recorded. Datasets are loaded before anything is claimed,
-    so a missing dataset leaves the store untouched."""
-    tasks = {}
-    for cfg in configs:
-        if task_key(cfg) not in tasks:
-            tasks[task_key(cfg)] = make_task(cfg, data_dir)
-    by_id = {cfg.run_id: cfg for cfg in configs}
+    """Run every config not already recorded, those others depend on first."""
+    check_datasets(configs, data_dir)
     summary = SweepSummary()
     for i, cfg in enumerate(configs, 1):
         name = f"[{i}/{len(configs)}] {run_name(cfg)}"
@@ -142,9 +147,8 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
             log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
             summary.skipped += 1
             continue
-        upstream = tasks[task_key(by_id[cfg.upstream])] if cfg.upstream in by_id else None
         try:
-            status = execute(cfg, tasks[task_key(cfg)], store, tracker_factory, progress, upstream)
+            status = execute(cfg, store, data_dir, tracker_factory, progress)
         except KeyboardInterrupt:  # wherever it lands after the claim, the run is given back
             store.release(cfg.run_id)
             raise

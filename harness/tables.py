@@ -7,9 +7,11 @@ import warnings
 
 import pandas as pd
 
-from harness.config import TrainConfig, task_arch_defaults, task_label
-from harness.registry import ARCHITECTURES, TASKS, suggest
-from harness.store import FINISHED, Metric, RunStore
+from harness.config import task_arch_defaults, task_label
+from harness.core.train_config import TrainConfig
+from harness.core.registry import ARCHITECTURES, TASKS, suggest
+from harness.core.metrics import Metric
+from harness.store import FINISHED, RunStore
 
 #: efficiency columns shown for every task: (split, metric) → heading
 EFFICIENCY = {
@@ -114,7 +116,7 @@ def dev_scores(store: RunStore) -> dict[str, float]:
     for run_id, rows in metrics.groupby("run_id"):
         config = configs[run_id]
         task = TASKS.get(config["task"]) if config["task"] in TASKS else None
-        if task is None or task.scores_only():
+        if task is None or task.kind == "zero_shot":
             continue
         stored = [Metric(r.split, r.metric, r.value, None if pd.isna(r.length) else int(r.length))
                   for r in rows.itertuples()]
@@ -138,7 +140,7 @@ def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str
     table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id],
                            "task": task_label((c := json.loads(r.config))["task"], c["task_options"]),
                            "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),
-                           "base": TASKS.get(c["task"]).upstream if TASKS.get(c["task"]).scores_only() else c["task"]}
+                           "base": TASKS.get(c["task"]).upstream if TASKS.get(c["task"]).kind == "zero_shot" else c["task"]}
                           for r in runs.itertuples()])
     chosen, kept = {}, []
     for key, group in table.groupby(["label", "task", "size"]):
@@ -211,7 +213,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     if runs.empty:
         return "no runs recorded yet"
     if efficiency:
-        trains = [t for t in set(runs.task) if not TASKS.get(t.split("/")[0]).scores_only()]
+        trains = [t for t in set(runs.task) if TASKS.get(t.split("/")[0]).kind != "zero_shot"]
         runs, values = runs[runs.task.isin(trains)], values[values.task.isin(trains)]
         values = values[values.column.isin(EFFICIENCY.values()) & (values.column != "params")]
     elif len(set(runs.task)) > 1:
@@ -339,10 +341,10 @@ def _caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
     for config, info in zip(configs, infos):
         cls = TASKS.get(config["task"]) if config["task"] in TASKS else None
         train = config["train"]
-        if cls is not None and not cls.scores_only():
+        if cls is not None and cls.kind != "zero_shot":
             budgets.setdefault(config["task"], set()).add(
                 f"{train['steps']} steps of {train['batch_size']}×{train['seq_len']}, lr {train['lr']:g}")
-        if cls is not None and cls.scoring:
+        if cls is not None and cls.kind == "zero_shot" and cls.scoring:
             scoring[config["task"]] = cls.scoring
         if "task_version" in info:
             versions.setdefault(config["task"], set()).add(str(info["task_version"]))

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from harness.config import TrainConfig
-from harness.measure import Stopwatch
+from harness.core.train_config import TrainConfig
+from harness.core.measure import Stopwatch
 from harness.tracking import Tracker
 
 

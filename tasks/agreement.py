@@ -13,8 +13,8 @@ import random
 
 import pydantic
 
-from harness.config import TrainConfig
-from harness.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.core.registry import TASKS
 from tasks.classification import PAD, ClassificationOptions, ClassificationTask, Example
 
 NOUNS = [("dog", "dogs"), ("cat", "cats"), ("author", "authors"), ("pilot", "pilots"),

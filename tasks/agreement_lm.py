@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from harness.data import find_dataset
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Task, TaskOptions
+from harness.core.data import find_dataset
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import TaskOptions, Upstream, ZeroShotTask
 from tasks.lm import EOS, UNK
 
 LINZEN_FILES = ["linzen_testset/subj_agr_filtered.text", "linzen_testset/subj_agr_filtered.gold"]
@@ -81,7 +81,7 @@ def load_gulordava(folder: Path) -> list[Item]:
 
 
 @TASKS.register("agreement_lm")
-class AgreementLM(Task):
+class AgreementLM(ZeroShotTask):
     """Zero-shot subject–verb agreement of the lm task's models (Linzen 2016; Gulordava 2018)."""
 
     Options = TaskOptions
@@ -89,7 +89,6 @@ class AgreementLM(Task):
     #: no training of its own: it scores the model of the matching ``lm`` run
     upstream = "lm"
     scoring = "P(correct verb form) > P(wrong form) after the sentence prefix"
-    budgets = {}
     table_metrics = (("linzen", "accuracy"), *(("linzen", f"accuracy_attractors_{k}") for k in range(5)),
                      ("linzen", "coverage"), ("gulordava", "accuracy"), ("gulordava", "accuracy_original"),
                      ("gulordava", "accuracy_nonce"), ("gulordava", "coverage"))
@@ -100,13 +99,10 @@ class AgreementLM(Task):
         folder = find_dataset("colorlessgreen", LINZEN_FILES + GULORDAVA_FILES, data_dir).resolve()
         self.items = {"linzen": load_linzen(folder), "gulordava": load_gulordava(folder)}
 
-    @classmethod
-    def check_arch_options(cls, arch_options: dict) -> None:
-        TASKS.get(cls.upstream).check_arch_options(arch_options)
-
     @torch.no_grad()
-    def evaluate_pretrained(self, model, upstream, split, train):
-        index = upstream.corpus.index
+    def evaluate_upstream(self, upstream: Upstream, split: str):
+        model = upstream.model
+        index = {w: i for i, w in enumerate(upstream.vocab)}
         device = next(model.parameters()).device
         items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
         unk = index[UNK]

@@ -1,54 +1,74 @@
-"""The task contract: data from real files, a head around any backbone, loss and metrics."""
+"""The task contract, in three kinds:
+
+* ``TrainedTask``: data from real files, a head around any backbone, loss and metrics; trained
+  from scratch.
+* ``FineTunedTask``: a trained task that starts from the model of an upstream run (e.g. ``lm``)
+  and trains it further with its own budget.
+* ``ZeroShotTask``: scores the model of an upstream run and trains nothing.
+
+Tasks with an upstream receive it as an ``Upstream`` value (the trained model and what its task
+exports to read it, such as the vocabulary), never as the upstream task object.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator, Literal
 
 import pydantic
 import torch
 from torch import nn
 
-from harness.config import TrainConfig
-from harness.store import Metric
+from harness.core.metrics import RUN_METRICS, Metric, MetricSpec
+from harness.core.registry import TASKS
+from harness.core.train_config import TrainConfig
 
 Batch = dict[str, torch.Tensor]
+Kind = Literal["trained", "fine_tuned", "zero_shot"]
 
 
 class TaskOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
-class Task:
-    """Subclasses register with ``@TASKS.register(name)`` and fill in the methods below."""
+@dataclass(frozen=True)
+class Upstream:
+    """What a fine-tuned or zero-shot task gets from the run it starts from."""
 
+    #: the upstream run's trained model (best checkpoint), in eval mode
+    model: nn.Module
+    #: the upstream task's vocabulary, in id order (``lm``: WikiText-2's words by frequency)
+    vocab: tuple[str, ...] = ()
+    #: anything else the upstream task exports about its data
+    extra: dict = field(default_factory=dict)
+
+
+class Task:
+    """What every kind shares. Subclass one of the kinds, register with ``@TASKS.register(name)``
+    and fill in its methods. A task object serves one run: the engine builds a new one for each."""
+
+    kind: ClassVar[Kind]
     Options: type[TaskOptions] = TaskOptions
     #: stored with every result; bump when data, metric or protocol change
     version: str = "1"
-    #: budgets by name: TrainConfig fields
-    budgets: dict[str, dict] = {}
+    #: every metric the task reports, by name (direction, role, unit); see harness.core.metrics
+    metric_specs: ClassVar[dict[str, MetricSpec]] = {}
     #: (split, metric) pairs shown by ``harness table``
     table_metrics: tuple[tuple[str, str], ...] = ()
     #: True: the table reads them at the training length; False: their overall value (no length)
     table_at_train_length: bool = False
     #: the test metric stored per length bucket (``harness table --by length``, plots); None: none
     length_metric: str | None = None
-    #: the dev metric used to pick the best checkpoint, and whether lower is better
-    dev_metric: tuple[str, bool] = ("loss", True)
-    #: name of the task whose trained model this task starts from (None: trains from scratch)
-    upstream: str | None = None
-    #: with an upstream: True trains that model further (``fine_tune_model``), False only scores it
-    fine_tunes: bool = False
-    #: how a zero-shot task scores a model, stated in table captions ("" for trained tasks)
-    scoring: str = ""
     #: part of ``--tasks all`` (False: the task needs input of its own, or is a superset)
     in_all: bool = True
     #: backbone options this task defaults to, where the backbone has them (e.g. bidirectional)
     arch_defaults: dict = {}
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
-    #: split scored during training to pick the best checkpoint; splits scored at the end
-    dev_split: str = "valid"
+    #: splits scored at the end
     final_splits: tuple[str, ...] = ("valid", "test")
+    #: the task whose trained model this one starts from (fine-tuned and zero-shot kinds)
+    upstream: ClassVar[str | None] = None
 
     def __init__(self, options: TaskOptions, data_dir: str | Path | None):
         self.options = options
@@ -59,13 +79,40 @@ class Task:
         return {}
 
     @classmethod
-    def scores_only(cls) -> bool:
-        """True for zero-shot tasks: they score an upstream model and train nothing."""
-        return cls.upstream is not None and not cls.fine_tunes
+    def spec(cls, name: str) -> MetricSpec:
+        """The spec of a metric this task's runs store (the engine's own metrics included)."""
+        if name in cls.metric_specs:
+            return cls.metric_specs[name]
+        if name in RUN_METRICS:
+            return RUN_METRICS[name]
+        raise KeyError(f"task {getattr(cls, 'registered_name', cls.__name__)!r} declares no spec "
+                       f"for metric {name!r}")
 
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:
         """Reject backbone options the task cannot use (e.g. a bidirectional language model)."""
+
+    @classmethod
+    def budget(cls, name: str, upstream: dict | None) -> dict:
+        """The TrainConfig fields of budget ``name``; ``upstream``: the upstream run's."""
+        raise NotImplementedError
+
+
+class TrainedTask(Task):
+    """Trained from scratch: the engine builds a backbone, ``build_model`` puts a head on it, and
+    the one training loop runs ``train_batches`` through ``loss``."""
+
+    kind = "trained"
+    #: budgets by name: TrainConfig fields
+    budgets: dict[str, dict] = {}
+    #: the dev metric used to pick the best checkpoint, and whether lower is better
+    dev_metric: tuple[str, bool] = ("loss", True)
+    #: split scored during training to pick the best checkpoint
+    dev_split: str = "valid"
+
+    @classmethod
+    def budget(cls, name: str, upstream: dict | None) -> dict:
+        return dict(cls.budgets[name])
 
     @classmethod
     def dev_score(cls, metrics: list[Metric], train: TrainConfig) -> float:
@@ -79,9 +126,9 @@ class Task:
     def build_model(self, backbone: nn.Module) -> nn.Module:
         raise NotImplementedError
 
-    def fine_tune_model(self, model: nn.Module, upstream: "Task") -> nn.Module:
-        """For tasks that fine-tune: the model to train, made from ``upstream``'s trained ``model``."""
-        raise NotImplementedError
+    def as_upstream(self, model: nn.Module) -> Upstream:
+        """What a task that starts from this task's trained ``model`` receives."""
+        return Upstream(model=model, vocab=tuple(getattr(self, "vocab", ())))
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         """Endless training batches in an order fixed by ``generator``."""
@@ -94,15 +141,50 @@ class Task:
         """Tokens a batch counts for throughput."""
         raise NotImplementedError
 
-    def evaluate_pretrained(self, model: nn.Module, upstream: "Task", split: str,
-                            train: TrainConfig) -> list[Metric]:
-        """For tasks with an ``upstream``: metrics of ``upstream``'s trained ``model``."""
-        raise NotImplementedError
-
     def evaluate(self, model: nn.Module, split: str, train: TrainConfig, max_tokens: int | None,
                  lengths: bool = True) -> list[Metric]:
         """Metrics on ``split`` (at most ``max_tokens`` of it); with ``lengths`` also per length
         bucket, as ``Metric.length``."""
+        raise NotImplementedError
+
+
+class FineTunedTask(TrainedTask):
+    """Starts from the model of the matching ``upstream`` run and trains it with its own budget."""
+
+    kind = "fine_tuned"
+    upstream: ClassVar[str]
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        TASKS.get(cls.upstream).check_arch_options(arch_options)
+
+    def build_model(self, backbone: nn.Module) -> nn.Module:
+        raise TypeError(f"{type(self).__name__} fine-tunes an upstream model; it builds none of its own")
+
+    def fine_tune_model(self, upstream: Upstream) -> nn.Module:
+        """The model to train, made from the upstream run's trained model (and its vocabulary)."""
+        raise NotImplementedError
+
+
+class ZeroShotTask(Task):
+    """Scores the model of the matching ``upstream`` run; trains nothing, so its runs record the
+    upstream run's budget."""
+
+    kind = "zero_shot"
+    upstream: ClassVar[str]
+    #: how it scores a model, stated in table captions
+    scoring: str = ""
+
+    @classmethod
+    def check_arch_options(cls, arch_options: dict) -> None:
+        TASKS.get(cls.upstream).check_arch_options(arch_options)
+
+    @classmethod
+    def budget(cls, name: str, upstream: dict | None) -> dict:
+        return dict(upstream)
+
+    def evaluate_upstream(self, upstream: Upstream, split: str) -> list[Metric]:
+        """Metrics of the upstream run's trained model on ``split``."""
         raise NotImplementedError
 
 

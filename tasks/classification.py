@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import TrainConfig
-from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions
+from harness.core.train_config import TrainConfig
+from harness.core.metrics import Metric
+from tasks.base import Batch, TrainedTask, TaskOptions
 
 PAD = "<pad>"
 
@@ -63,7 +63,7 @@ def collate(examples: list[Example]) -> Batch:
             "labels": torch.tensor([e.label for e in examples])}
 
 
-class ClassificationTask(Task):
+class ClassificationTask(TrainedTask):
     """Subclasses give ``vocab`` (index 0 = <pad>), ``n_classes`` and ``generate``."""
 
     Options = ClassificationOptions

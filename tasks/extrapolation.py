@@ -13,8 +13,8 @@ from typing import Literal
 
 import pydantic
 
-from harness.config import TrainConfig
-from harness.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.core.registry import TASKS
 from tasks.classification import PAD, ClassificationOptions, ClassificationTask, Example
 
 OPEN, CLOSE = "([", ")]"

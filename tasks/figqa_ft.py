@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import TrainConfig
-from harness.data import find_dataset
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions, shuffled_batches
-from tasks.wikitext_tokenizer import Tokenizer
+from harness.core.train_config import TrainConfig
+from harness.core.data import find_dataset
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import Batch, FineTunedTask, TaskOptions, Upstream, shuffled_batches
+from tasks.lm_eval.tokenizer import Tokenizer
 
 COLUMNS = ("startphrase", "ending1", "ending2", "labels", "qid")
 
@@ -74,14 +74,13 @@ class FigQAFTOptions(TaskOptions):
 
 
 @TASKS.register("figqa_ft")
-class FigQAFineTuned(Task):
+class FigQAFineTuned(FineTunedTask):
     """Fig-QA fine-tuned from each backbone's lm model: cross-entropy over the two endings' scores."""
 
     Options = FigQAFTOptions
     version = "1"
     dataset = "figqa"
     upstream = "lm"
-    fine_tunes = True
     budgets = {
         # seq_len caps an item's length in words (start phrase and ending); none is longer than 64
         "smoke": dict(steps=300, batch_size=32, seq_len=64, lr=1e-3, warmup_steps=30, eval_every=50),
@@ -102,22 +101,15 @@ class FigQAFineTuned(Task):
             "dev": list(load_figqa(folder / "dev.csv")),
         }
         self.encoded: dict[str, list] | None = None
-        self.vocab: list[str] | None = None
 
-    @classmethod
-    def check_arch_options(cls, arch_options: dict) -> None:
-        TASKS.get(cls.upstream).check_arch_options(arch_options)
-
-    def fine_tune_model(self, model: nn.Module, upstream: Task) -> nn.Module:
+    def fine_tune_model(self, upstream: Upstream) -> nn.Module:
         """The ``lm`` model itself is what is tuned; its vocabulary tokenises the items."""
-        vocab = upstream.corpus.vocab
-        if self.vocab is not vocab:
-            tokenizer = Tokenizer(vocab)
-            self.encoded = {split: [(tuple(tokenizer.split(r.start, " " + e) for e in r.endings), r.label)
-                                    for r in items] for split, items in self.items.items()}
-            self.eos, self.vocab = tokenizer.eos, vocab
-            self.unk_rate = tokenizer.unknown_rate
-        return model
+        tokenizer = Tokenizer(list(upstream.vocab))
+        self.encoded = {split: [(tuple(tokenizer.split(r.start, " " + e) for e in r.endings), r.label)
+                                for r in items] for split, items in self.items.items()}
+        self.eos = tokenizer.eos
+        self.unk_rate = tokenizer.unknown_rate
+        return upstream.model
 
     def info(self) -> dict:
         sizes = {split: len(items) for split, items in self.items.items()}

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import TrainConfig
-from harness.data import find_dataset
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions
+from harness.core.train_config import TrainConfig
+from harness.core.data import find_dataset
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import Batch, TaskOptions, TrainedTask, Upstream
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -127,7 +127,7 @@ def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tens
 
 
 @TASKS.register("lm")
-class WikiText2LM(Task):
+class WikiText2LM(TrainedTask):
     """Next-word prediction on WikiText-2; perplexity on valid and test.
 
     Scored on non-overlapping windows of L, 2L, 4L tokens (L = training length), every token
@@ -163,6 +163,9 @@ class WikiText2LM(Task):
 
     def build_model(self, backbone: nn.Module) -> LanguageModel:
         return LanguageModel(backbone, len(self.corpus.vocab), self.options)
+
+    def as_upstream(self, model: nn.Module) -> Upstream:
+        return Upstream(model=model, vocab=tuple(self.corpus.vocab))
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         stream, L, B = self.corpus.streams["train"], train.seq_len, train.batch_size

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.sizing import build_backbone
-from harness.config import TrainConfig
-from harness.data import find_dataset
-from harness.decoding import beam_search, greedy, max_length
-from harness.measure import synchronize
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions, shuffled_batches
+from harness.core.train_config import TrainConfig
+from harness.core.data import find_dataset
+from tasks.decoding import beam_search, greedy, max_length
+from harness.core.measure import synchronize
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 from tasks.seq2seq import Score, Seq2Seq
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -108,7 +108,7 @@ class MTOptions(TaskOptions):
     @pydantic.field_validator("test_sets")
     @classmethod
     def _known_tests(cls, v):
-        from harness.registry import UnknownName
+        from harness.core.registry import UnknownName
 
         for name in v:
             if name not in MULTI30K_TESTS:
@@ -125,7 +125,7 @@ class MTOptions(TaskOptions):
 
 
 @TASKS.register("mt")
-class MT(Task):
+class MT(TrainedTask):
     """Translation, Multi30k en→de (or your parallel files): BLEU and chrF by sacrebleu, beam search."""
 
     Options = MTOptions
@@ -191,7 +191,7 @@ class MT(Task):
 
     def build_model(self, backbone: nn.Module) -> Seq2Seq:
         """The backbone encodes; a causal twin of it (same family, size and options) decodes."""
-        from harness.registry import ARCHITECTURES
+        from harness.core.registry import ARCHITECTURES
 
         if backbone.preset is None:
             raise ValueError("mt sizes its decoder by the encoder's preset: build the encoder with build_backbone")

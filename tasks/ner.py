@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.config import TrainConfig
-from harness.data import find_dataset
-from harness.measure import synchronize
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Batch, Task, TaskOptions, shuffled_batches
+from harness.core.train_config import TrainConfig
+from harness.core.data import find_dataset
+from harness.core.measure import synchronize
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 
 CONLL_FILES = {"train": "eng.train.gz", "dev": "eng.testa.gz", "test": "eng.testb.gz"}
 TAG = re.compile(r"^(O|[BI]-\S+)$")
@@ -174,7 +174,7 @@ class Tagger(nn.Module):
 
 
 @TASKS.register("ner")
-class NER(Task):
+class NER(TrainedTask):
     """Named entities, CoNLL-2003 English (or your CoNLL files): seqeval entity F1, micro and per type."""
 
     Options = NEROptions

@@ -32,7 +32,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def lm_task(data_dir):
-    from harness.registry import TASKS
+    from harness.core.registry import TASKS
 
     cls = TASKS.get("lm")
     return cls(cls.Options(), data_dir)

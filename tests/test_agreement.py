@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from harness.config import TrainConfig
-from harness.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.core.registry import TASKS
 from tasks.agreement import NOUNS, Grammar
 
 NUMBER = {form: number for pair in NOUNS for number, form in enumerate(pair)}

@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from harness.registry import TASKS
+from harness.core.registry import TASKS
+from tasks.base import Upstream
 from tasks.agreement_lm import LINZEN_FILES, load_gulordava, load_linzen
 
 
@@ -61,7 +62,7 @@ def test_accuracy_is_exactly_what_the_gold_labels_predict(task, lm_task):
     index = lm_task.corpus.index
     model = PrefersSmallerId(len(index))
     for split in ("linzen", "gulordava"):
-        metrics = {m.name: m.value for m in task.evaluate_pretrained(model, lm_task, split, None)}
+        metrics = {m.name: m.value for m in task.evaluate_upstream(Upstream(model, tuple(lm_task.corpus.vocab)), split)}
         scored = [i for i in task.items[split] if i.correct in index and i.wrong in index]
         expected = sum(index[i.correct] < index[i.wrong] for i in scored) / len(scored)
         assert metrics["accuracy"] == pytest.approx(expected)

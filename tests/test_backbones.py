@@ -3,7 +3,7 @@ causality (or its absence), and the receptive field it reports."""
 import pytest
 import torch
 
-from harness.registry import ARCHITECTURES
+from harness.core.registry import ARCHITECTURES
 
 D, LAYERS = 16, 2
 

@@ -1,7 +1,10 @@
 """harness bench: every registered backbone is measured; FLOP counts are exact; running out of
 memory or lacking a kernel is recorded, not fatal; the CLI writes a table, a CSV and a plot."""
 import io
+import re
+import subprocess
 import time
+import types
 
 import pandas as pd
 import pytest
@@ -16,25 +19,71 @@ from harness.bench import (
     run_bench,
     train_flops_per_token,
 )
-from harness.registry import ARCHITECTURES
+from harness.core import measure
+from harness.core.registry import ARCHITECTURES
 from harness.tables import bench_table
-from tests.conftest import harness
+from tests.conftest import ROOT, harness
 
 QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, min_seconds=0, decode_tokens=4,
              isolate=False, device="cpu")
 
+#: what one timed call takes on the fake clock (a power of two: the rates below are exact)
+TICK = 0.125
 
-def test_every_backbone_is_measured_in_every_phase():
+
+class FakeClock:
+    """Stands in for ``time.perf_counter`` in harness.core.measure: each reading moves it on by
+    ``step`` seconds, and ``now`` can be moved by hand."""
+
+    def __init__(self, step: float = 0.0):
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def use_clock(monkeypatch, clock: FakeClock) -> None:
+    fake = types.ModuleType("time")
+    fake.__dict__.update(vars(time))
+    fake.perf_counter = clock
+    monkeypatch.setattr(measure, "time", fake)  # measure's readings only; pytest keeps the real clock
+
+
+def expected_git_sha() -> str | None:
+    """HEAD's first 12 hex digits when the project is a git checkout, else None."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return head.stdout.strip()[:12] if head.returncode == 0 else None
+
+
+def assert_git_sha(value: str) -> None:
+    head = expected_git_sha()
+    if head is None:
+        assert value == "unknown"
+    else:
+        assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", value), value
+        assert value.split("-")[0] == head
+
+
+def test_every_backbone_is_measured_in_every_phase(monkeypatch):
+    use_clock(monkeypatch, FakeClock(step=TICK))  # every timed call takes TICK seconds
     rows = run_bench(BenchConfig(archs=ARCHITECTURES.names(), **QUICK), log=lambda *a, **k: None)
     measured = {(r["arch"], r["attention"]) for r in rows}
     assert {a for a, _ in measured} == set(ARCHITECTURES.names())
     assert ("transformer", "auto") in measured and ("transformer", "math") in measured
     for row in rows:
         assert row["status"] == "ok", row
-        for key in ("train_tokens_per_s", "infer_tokens_per_s", "decode_tokens_per_s", "train_flops_per_token"):
-            assert row[key] > 0, (row["arch"], key)
+        # rates are the tokens of one call over its (median) time: batch × length, batch × decoded tokens
+        assert row["train_tokens_per_s"] == row["infer_tokens_per_s"] == 2 * row["length"] / TICK, row["arch"]
         assert row["decode_tokens"] == 4
-        assert row["git_sha"] and row["device_name"] and row["torch_version"] == torch.__version__
+        assert row["decode_tokens_per_s"] == 2 * 4 / TICK and row["decode_ms_per_step"] == 1000 * TICK / 4
+        assert row["train_flops_per_token"] > 0, row["arch"]
+        assert_git_sha(row["git_sha"])
+        assert row["device_name"].endswith(f"({torch.get_num_threads()} threads)")
+        assert row["torch_version"] == torch.__version__
     kernels = {(r["arch"], r["attention"]): r["kernels"] for r in rows}
     assert kernels["transformer", "math"] == "attention: math"
     assert kernels["transformer", "auto"].startswith("attention: flash")  # PyTorch's CPU flash kernel
@@ -65,13 +114,15 @@ def test_recurrent_flops_are_six_per_weight_per_token():
 
 
 def test_out_of_memory_is_recorded_and_not_retried_at_longer_lengths(monkeypatch):
+    use_clock(monkeypatch, FakeClock(step=TICK))
+
     def no_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(bench, "make_optimizer", no_memory)  # the training phase runs out of memory
     rows = run_bench(BenchConfig(archs=["gru"], **QUICK), log=lambda *a, **k: None)
     assert [r["train_status"] for r in rows] == ["oom", "oom (at a shorter length)"]
-    assert all(r["inference_status"] == "ok" and r["infer_tokens_per_s"] > 0 for r in rows)
+    assert [(r["inference_status"], r["infer_tokens_per_s"]) for r in rows] == [("ok", 2 * 8 / TICK), ("ok", 2 * 16 / TICK)]
     assert rows[0]["status"] == "train: oom"
     assert "train_tokens_per_s" not in rows[0]
     table = bench_table(pd.DataFrame(rows), "md")
@@ -146,12 +197,25 @@ def test_activation_memory_is_linear_in_length_unless_attention_is_materialised(
     assert second_difference == 6144 * attention
 
 
-def test_short_calls_are_repeated_until_they_add_up_to_min_seconds():
-    from harness.measure import median_seconds
+def test_short_calls_are_repeated_until_they_add_up_to_min_seconds(monkeypatch):
+    from harness.core.measure import median_seconds
 
+    clock = FakeClock()  # moves only when a call says so
+    use_clock(monkeypatch, clock)
     calls = []
-    median_seconds(lambda: (calls.append(1), time.sleep(0.01)), torch.device("cpu"), 0, 2, 0.1)
-    assert 9 <= len(calls) <= 11
+
+    def call(seconds):
+        calls.append(seconds)
+        clock.now += seconds
+
+    cpu = torch.device("cpu")
+    assert median_seconds(lambda: call(TICK), cpu, 0, 2, 1.0) == TICK
+    assert len(calls) == 8, "timed calls of TICK until they add up to one second"
     calls.clear()
-    median_seconds(lambda: calls.append(1), torch.device("cpu"), 1, 3, 0.0)
-    assert len(calls) == 4
+    assert median_seconds(lambda: call(TICK), cpu, 1, 3, 0.0) == TICK
+    assert len(calls) == 4, "one warm-up call, then the three repeats"
+    calls.clear()
+    times = iter([8.0, 4.0, 2.0, 1.0])  # a warm-up call (untimed), then three timed ones
+    assert median_seconds(lambda: call(next(times)), cpu, 1, 3, 0.0) == 2.0, "their median"
+    assert median_seconds(lambda: call(0.0), cpu, 0, 2, 1.0) == 0.0
+    assert len(calls) == 100, "at most 100 calls, however short"

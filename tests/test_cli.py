@@ -7,9 +7,9 @@ import sys
 import pandas as pd
 import pytest
 
-from harness.registry import TASKS
+from harness.core.registry import TASKS
 from harness.store import RunStore
-from tests.conftest import TINY_SETS, harness
+from tests.conftest import DATA_DIR, TINY_SETS, harness
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_trained_model_reloads_from_its_checkpoint(smoke_store, lm_task):
 
     store = RunStore(smoke_store)
     row = store.metrics().query("arch == 'lstm' and split == 'test' and metric == 'ppl' and length == 16").iloc[0]
-    cfg, model = load_trained(store, row.run_id, task=lm_task)
+    cfg, model = load_trained(store, row.run_id, DATA_DIR)
     again = lm_task.evaluate(model, "test", cfg.train, cfg.train.final_eval_tokens)
     assert next(m.value for m in again if m.name == "ppl" and m.length == 16) == pytest.approx(row.value, rel=1e-6)
 
@@ -106,7 +106,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_dir, capsys, args, 
 
 def test_missing_dataset_says_what_where_and_how(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
-    monkeypatch.setattr("harness.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("harness.core.data.CACHE_DIR", tmp_path / "cache")
     empty = tmp_path / "nothing-here"
     rc = harness("run", "--arch", "lstm", "--tasks", "lm", "--results", tmp_path / "r", "--data-dir", empty)
     err = capsys.readouterr().err

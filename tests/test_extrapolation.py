@@ -1,8 +1,8 @@
 """The length-generalisation probes: answers checked by independent rules, lengths as promised."""
 import pytest
 
-from harness.config import TrainConfig
-from harness.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.core.registry import TASKS
 from harness.sweep import expand
 
 TRAIN = TrainConfig(**TASKS.get("extrapolation").budgets["smoke"])

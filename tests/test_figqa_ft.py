@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from architectures.sizing import build_backbone
-from harness.registry import TASKS
+from harness.core.registry import TASKS
 from harness.runner import load_trained
 from harness.store import RunStore
 from tasks.figqa_ft import load_figqa
@@ -35,9 +35,9 @@ def test_splits_keep_pairs_together_and_dev_apart(task):
 
 def test_scores_are_the_zero_shot_log_likelihoods(task, lm, lm_task):
     pytest.importorskip("lm_eval")
-    from harness.lm_eval_adapter import HarnessLM
+    from tasks.lm_eval.adapter import HarnessLM
 
-    task.fine_tune_model(lm, lm_task)
+    task.fine_tune_model(lm_task.as_upstream(lm))
     items = task.items["dev"][:24]
     adapter = HarnessLM(lm, lm_task.corpus.vocab, batch_size=7)
     expected = torch.tensor([[adapter._score([adapter.split(r.start, " " + e)])[0][0] for e in r.endings]
@@ -50,14 +50,14 @@ def test_scores_are_the_zero_shot_log_likelihoods(task, lm, lm_task):
 
 
 def test_accuracy_picks_the_higher_scored_ending_first_on_ties(task, lm, lm_task, monkeypatch):
-    task.fine_tune_model(lm, lm_task)
+    task.fine_tune_model(lm_task.as_upstream(lm))
     batch = task._batch(task._encoded("dev"), max_len=64)
     with torch.no_grad():
         s = task.scores(lm, batch)
     chosen = (s[:, 1] > s[:, 0]).long()
     expected = (chosen == batch["labels"]).float().mean().item()
     train = TASKS.get("figqa_ft").budgets["smoke"]
-    from harness.config import TrainConfig
+    from harness.core.train_config import TrainConfig
 
     metrics = {m.name: m.value for m in task.evaluate(lm, "dev", TrainConfig(**train), None)}
     assert metrics["accuracy"] == pytest.approx(expected)
@@ -68,7 +68,7 @@ def test_accuracy_picks_the_higher_scored_ending_first_on_ties(task, lm, lm_task
 def test_fine_tuning_lowers_the_two_way_cross_entropy(task, lm_task):
     torch.manual_seed(1)
     model = LanguageModel(build_backbone("gru", "tiny"), len(lm_task.corpus.vocab), LMOptions())
-    task.fine_tune_model(model, lm_task)
+    task.fine_tune_model(lm_task.as_upstream(model))
     batch = task._batch(task._encoded("train")[:16], max_len=64)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     with torch.no_grad():

@@ -1,10 +1,17 @@
 """Launchers: the Ray launcher (a local cluster with 2 workers) records exactly what the local
-launcher records; local worker processes survive one of them being killed with SIGKILL."""
+launcher records; local worker processes survive one of them being killed with SIGKILL.
+
+The worker to kill is caught mid-run without sleeping: a hook (a ``sitecustomize`` on the
+subprocess's PYTHONPATH) makes the first process to start timing training steps write its pid to a
+file and wait there until it is killed. The test signals exactly that pid, after checking that it
+descends from the sweep process the test started."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +22,111 @@ from tests.test_fault_tolerance import command, counts
 
 #: metrics that depend on the machine's load rather than on the run
 TIMING = "tokens_per_s|peak_memory|wall_time"
+
+#: sitecustomize for the sweep subprocess: the first process (of any that inherit the
+#: environment) to call ``Stopwatch.start`` -- training, after its warm-up steps -- links a file
+#: holding its pid to $HARNESS_TEST_PAUSE (atomic: only one process wins) and sleeps until killed
+PAUSE_HOOK = '''
+import os
+import sys
+
+PAUSE = os.environ.get("HARNESS_TEST_PAUSE")
+
+
+def _pause_the_first(stopwatch):
+    start = stopwatch.start
+
+    def start_or_pause(self):
+        mine = f"{PAUSE}.{os.getpid()}"
+        with open(mine, "w") as f:
+            f.write(str(os.getpid()))
+        try:
+            os.link(mine, PAUSE)
+        except FileExistsError:
+            return start(self)
+        finally:
+            os.unlink(mine)
+        import time
+        while True:
+            time.sleep(60)
+
+    stopwatch.start = start_or_pause
+
+
+class _PatchMeasure:
+    def find_spec(self, name, path=None, target=None):
+        if name != "harness.core.measure":
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _pause_the_first(module.Stopwatch)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+if PAUSE:
+    sys.meta_path.insert(0, _PatchMeasure())
+'''
+
+
+def start_paused_sweep(tmp_path: Path, args: list[str]) -> tuple[subprocess.Popen, Path]:
+    """Start ``args`` with the pause hook; returns the process and the file the paused pid goes to."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_HOOK)
+    pause = tmp_path / "paused.pid"
+    path = os.pathsep.join(p for p in (str(hook), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "HARNESS_TEST_PAUSE": str(pause)}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return proc, pause
+
+
+def _psutil():
+    """psutil, installed on its own or the copy Ray ships (importing ray puts it on sys.path)."""
+    try:
+        import psutil
+    except ImportError:
+        pytest.importorskip("ray", reason="psutil (or ray, which ships it) finds the sweep's processes")
+        import psutil
+    return psutil
+
+
+def paused_worker(proc: subprocess.Popen, pause: Path, timeout: float = 180):
+    """The psutil process of the worker that paused mid-run: a descendant of ``proc``."""
+    psutil = _psutil()
+    deadline = time.time() + timeout
+    while not pause.exists():
+        assert proc.poll() is None, f"the sweep ended before a worker paused: {proc.communicate()}"
+        assert time.time() < deadline, "no worker reached its timed training steps"
+        time.sleep(0.05)
+    pid = int(pause.read_text())
+    descendants = {p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)}
+    assert pid in descendants, "the paused process is one the test's sweep started"
+    return descendants[pid]
+
+
+def stop_everything_started(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and whatever it started, if still running (a failed test leaves nothing)."""
+    psutil = _psutil()
+    if proc.poll() is not None:
+        return
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    proc.kill()
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.communicate()
 
 
 def comparable(store: RunStore) -> dict:
@@ -41,30 +153,28 @@ def test_ray_launcher_records_what_the_local_launcher_records(tmp_path, data_dir
         folder = ray.run_dir(run_id)
         assert (folder / "config.json").is_file() and (folder / "result.json").is_file()
     info = ray.runs().set_index("task")["info"]
-    assert all("worker_host" in i for i in info)
+    assert {json.loads(i)["worker_host"] for i in info} == {socket.gethostname()}  # a local cluster
 
 
 def test_killed_local_worker_is_replaced_and_its_run_redone(tmp_path, data_dir):
+    _psutil()
     store = RunStore(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command(tmp_path, data_dir, "0,1,2", 60) + ["--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline, victim = time.time() + 180, None
-    while time.time() < deadline and victim is None:
-        with store._connect() as conn:
-            row = conn.execute("SELECT pid FROM runs WHERE status='running' AND pid != ?",
-                               (proc.pid,)).fetchone()
-        victim = row[0] if row else None
-        time.sleep(0.05)
-    assert victim, "expected a worker to claim a run"
-    time.sleep(1.0)  # mid-run
-    os.kill(victim, signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
+    proc, pause = start_paused_sweep(tmp_path, command(tmp_path, data_dir, "0,1,2", 60) + ["--workers", "2"])
+    try:
+        victim = paused_worker(proc, pause).pid
+        with store._connect() as conn:  # paused mid-run: it holds a claim it has not finished
+            claimed = conn.execute("SELECT count(*) FROM runs WHERE status='running' AND pid=?",
+                                   (victim,)).fetchone()[0]
+        assert claimed == 1
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        stop_everything_started(proc)
     assert proc.returncode == 0, err
     assert f"died (exit code {-signal.SIGKILL})" in out
     assert counts(store) == {"finished": 3}
     assert sorted(store.runs().seed) == [0, 1, 2]
-    assert victim not in set(store.runs().pid), "the killed worker finished nothing it had claimed"
+    assert victim not in set(store.runs().pid), "the killed worker's run was redone by another worker"
     with store._connect() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
@@ -72,19 +182,16 @@ def test_killed_local_worker_is_replaced_and_its_run_redone(tmp_path, data_dir):
 def test_killed_ray_worker_is_retried(tmp_path, data_dir):
     pytest.importorskip("ray")
     store = RunStore(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command(tmp_path, data_dir, "0,1", 60) + ["--launcher", "ray", "--workers", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    deadline, victims = time.time() + 180, []
-    while time.time() < deadline and not victims:  # Ray names a worker after the task it runs
-        found = subprocess.run(["pgrep", "-f", "ray::execute_remote"], capture_output=True, text=True)
-        victims = [int(pid) for pid in found.stdout.split()]
-        time.sleep(0.1)
-    assert victims, "expected a Ray worker running a harness run"
-    time.sleep(1.0)
-    os.kill(victims[0], signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
+    proc, pause = start_paused_sweep(tmp_path, command(tmp_path, data_dir, "0,1", 60)
+                                     + ["--launcher", "ray", "--workers", "2"])
+    try:
+        victim = paused_worker(proc, pause)  # a worker of the Ray cluster the sweep started
+        assert "execute_remote" in " ".join(victim.cmdline()), "Ray names a worker after the task it runs"
+        victim.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=300)
+    finally:
+        stop_everything_started(proc)
     assert proc.returncode == 0, err
     assert counts(store) == {"finished": 2}
     workers = {json.loads(info)["worker_pid"] for info in store.runs()["info"]}
-    assert victims[0] not in workers, "the killed worker's run was retried on another worker"
+    assert victim.pid not in workers, "the killed worker's run was retried on another worker"

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from harness.config import TrainConfig
+from harness.core.train_config import TrainConfig
 from tasks.lm import EOS, LanguageModel, LMOptions, windows
 
 TRAIN = TrainConfig(steps=1, batch_size=4, seq_len=8)

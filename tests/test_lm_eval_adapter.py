@@ -11,7 +11,7 @@ pytest.importorskip("lm_eval")
 from lm_eval.api.instance import Instance  # noqa: E402
 
 from architectures.sizing import build_backbone  # noqa: E402
-from harness.lm_eval_adapter import HarnessLM, Tokenizer, wikitext_tokens  # noqa: E402
+from tasks.lm_eval.adapter import HarnessLM, Tokenizer, wikitext_tokens  # noqa: E402
 from tasks.lm import EOS, UNK, LanguageModel, LMOptions, load_wikitext2  # noqa: E402
 
 

@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("lm_eval")
 from lm_eval.api.model import LM  # noqa: E402
 
-from harness.registry import TASKS  # noqa: E402
+from harness.core.registry import TASKS  # noqa: E402
 from harness.store import RunStore  # noqa: E402
-from tasks.minimal_pairs import BLIMP_AGREEMENT, check_pairs_file  # noqa: E402
+from tasks.lm_eval.suites import BLIMP_AGREEMENT, check_pairs_file  # noqa: E402
 from tests.conftest import TINY_SETS, harness  # noqa: E402
 
 
@@ -132,7 +132,7 @@ def test_wsc273_has_273_schemas_scored_both_ways(data_dir):
 def test_wsc273_substitutes_candidates_as_lm_eval_does(data_dir):
     import importlib.util
 
-    from tasks.minimal_pairs import TEMPLATES
+    from tasks.lm_eval.suites import TEMPLATES
 
     spec = importlib.util.spec_from_file_location("wsc273", TEMPLATES / "wsc273.py")
     wsc273 = importlib.util.module_from_spec(spec)
@@ -142,7 +142,7 @@ def test_wsc273_substitutes_candidates_as_lm_eval_does(data_dir):
     assert wsc273.partial_contexts(doc) == ["The city councilmen refused the demonstrators a permit because "
                                             "the city councilmen", "The city councilmen refused the "
                                             "demonstrators a permit because the demonstrators"]
-    assert wsc273.partial_target(doc) == "feared violence."
+    assert wsc273.partial_target(doc) == " feared violence."  # lm-eval keeps the space after the pronoun
     assert wsc273.full_sentences(doc)[1].endswith("because the demonstrators feared violence.")
     possessive = next(d for d in docs if d["pronoun"].lower() == "his")
     assert all(option.endswith("'s") for option in possessive["options"])
@@ -161,7 +161,7 @@ def test_marvin_linzen_per_construction_whole_sentence_and_critical_word(data_di
 
 
 def test_the_critical_word_is_the_one_that_differs():
-    from tasks.minimal_pairs import _critical_word
+    from tasks.lm_eval.suites import _critical_word
 
     assert _critical_word("the authors that the guard likes laugh", "the authors that the guard likes laughs") == \
         {"prefix": "the authors that the guard likes", "word_good": "laugh", "word_bad": "laughs"}

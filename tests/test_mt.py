@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from architectures.sizing import build_backbone
-from harness.decoding import beam_search, greedy
-from harness.registry import ARCHITECTURES, TASKS
+from tasks.decoding import beam_search, greedy
+from harness.core.registry import ARCHITECTURES, TASKS
 from harness.store import RunStore
 from tasks.mt import BOS, EOS
 from tests.conftest import TINY_SETS, harness
@@ -119,7 +119,7 @@ def test_beam_search_finds_what_greedy_misses():
 def test_bleu_of_the_references_is_100_and_the_signature_is_stored(task, monkeypatch):
     refs = list(task.text["test"][1])
     monkeypatch.setattr(task, "translate", lambda model, split, limit=None, width=1: (refs, 1.0, 500))
-    from harness.config import TrainConfig
+    from harness.core.train_config import TrainConfig
 
     monkeypatch.setattr(task, "_loss", lambda model, split: 0.0)
     metrics = {(m.name, m.length): m.value
@@ -177,7 +177,8 @@ def test_harness_run_translates_with_every_attention(tmp_path, own_files):
 
 
 def test_the_decoders_cross_attention_stays_out_of_run_ids():
-    from harness.config import RunConfig, TrainConfig
+    from harness.config import RunConfig
+    from harness.core.train_config import TrainConfig
 
     cfg = RunConfig(arch="transformer", task="lm", train=TrainConfig(steps=1, batch_size=1, seq_len=8))
     assert "cross_attention" not in cfg.arch_options, "run ids made before encoder-decoders stay valid"

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from harness.registry import TASKS
+from harness.core.registry import TASKS
 from harness.store import RunStore
 from tasks.ner import iob1_to_bio, read_conll, starts_entity_with_i
 from tests.conftest import TINY_SETS, harness
@@ -62,7 +62,7 @@ def test_seqeval_scores_on_a_hand_example(own_files):
 
     task.logits = logits
     model = torch.nn.Linear(1, 1)
-    from harness.config import TrainConfig
+    from harness.core.train_config import TrainConfig
 
     metrics = {(m.name, m.length): m.value for m in task.evaluate(model, "test", TrainConfig(steps=1, batch_size=1, seq_len=8), None)}
     # gold: PER, LOC, ORG, PER (4); predicted: PER, ORG, ORG, PER (4); right: PER, ORG, PER (3)

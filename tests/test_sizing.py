@@ -1,7 +1,7 @@
 import pytest
 
 from architectures.sizing import PRESETS, TOLERANCE, build_backbone, count_parameters, parse_options
-from harness.registry import ARCHITECTURES, UnknownName
+from harness.core.registry import ARCHITECTURES, UnknownName
 
 
 def cases():

@@ -5,8 +5,10 @@ import sys
 
 import pytest
 
-from harness.config import RunConfig, TrainConfig
-from harness.store import Metric, RunStore
+from harness.config import RunConfig
+from harness.core.train_config import TrainConfig
+from harness.core.metrics import Metric
+from harness.store import RunStore
 
 
 def cfg(seed=0, lr=1e-3):
@@ -23,7 +25,7 @@ def test_run_id_is_a_stable_content_hash():
     # an optional field left unset does not enter the hash (ids survive its introduction)
     assert cfg().model_copy(update={"upstream": "0" * 16}).run_id != cfg().run_id
     # and the id is the same in a fresh interpreter
-    code = ("from harness.config import RunConfig, TrainConfig; print(RunConfig(arch='gru', task='lm', "
+    code = ("from harness.config import RunConfig; from harness.core.train_config import TrainConfig; print(RunConfig(arch='gru', task='lm', "
             "train=TrainConfig(steps=1, batch_size=1, seq_len=4, lr=1e-3)).run_id)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == cfg().run_id

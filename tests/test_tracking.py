@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from harness.config import RunConfig, TrainConfig
+from harness.config import RunConfig
+from harness.core.train_config import TrainConfig
 from harness.runner import execute
 from harness.store import RunStore
 from tests.conftest import TINY_TRAIN
@@ -19,7 +20,7 @@ def test_run_is_tracked_offline(lm_task, tmp_path, monkeypatch):
     store = RunStore(tmp_path)
     cfg = RunConfig(arch="gru", task="lm", train=TrainConfig(**TINY_TRAIN))
     assert store.claim(cfg)
-    assert execute(cfg, lm_task, store, tracker_factory=WandbTracker, progress=False) == "finished"
+    assert execute(cfg, store, lm_task.data_dir, tracker_factory=WandbTracker, progress=False) == "finished"
 
     runs = list((store.run_dir(cfg.run_id) / "wandb").glob(f"offline-run-*-{cfg.run_id}"))
     assert len(runs) == 1, "one offline W&B run, named by the run id"

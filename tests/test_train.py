@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from harness.config import RunConfig, TrainConfig
+from harness.config import RunConfig
+from harness.core.train_config import TrainConfig
 from harness.runner import build_model, execute
 from harness.store import RunStore
 from harness.tracking import Tracker
@@ -85,11 +86,12 @@ def test_nan_raises_diverged_with_the_step(lm_task):
                     0, progress=False)
 
 
-def test_forced_nan_run_is_recorded_as_diverged(lm_task, tmp_path):
+def test_forced_nan_run_is_recorded_as_diverged(lm_task, tmp_path, monkeypatch):
     store = RunStore(tmp_path)
     cfg = config()
     assert store.claim(cfg)
-    status = execute(cfg, NaNAt(lm_task, 4), store, progress=False)
+    monkeypatch.setattr("harness.runner.make_task", lambda cfg, data_dir: NaNAt(lm_task, 4))
+    status = execute(cfg, store, progress=False)
     assert status == "diverged" and store.status(cfg.run_id) == "diverged"
     runs = store.runs()
     assert "at step 4" in runs.error.iloc[0]
@@ -97,7 +99,7 @@ def test_forced_nan_run_is_recorded_as_diverged(lm_task, tmp_path):
     assert store.claim(cfg, retry_failed=True)
 
 
-def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path):
+def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path, monkeypatch):
     class Broken:
         def __getattr__(self, name):
             return getattr(lm_task, name)
@@ -108,7 +110,8 @@ def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path):
     store = RunStore(tmp_path)
     cfg = config()
     store.claim(cfg)
-    assert execute(cfg, Broken(), store, progress=False) == "failed"
+    monkeypatch.setattr("harness.runner.make_task", lambda cfg, data_dir: Broken())
+    assert execute(cfg, store, progress=False) == "failed"
     assert "boom in the loss" in store.runs().error.iloc[0]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from lm_eval.api.model import LM
 
-from tasks.wikitext_tokenizer import Tokenizer, wikitext_tokens  # noqa: F401 (re-exported)
+from tasks.lm_eval.tokenizer import Tokenizer, wikitext_tokens  # noqa: F401 (re-exported)
 
 
 class HarnessLM(LM):

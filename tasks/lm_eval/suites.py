@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pydantic
 
-from harness.data import find_dataset
-from harness.registry import TASKS
-from harness.store import Metric
-from tasks.base import Task, TaskOptions
+from harness.core.data import find_dataset
+from harness.core.registry import TASKS
+from harness.core.metrics import Metric
+from tasks.base import TaskOptions, Upstream, ZeroShotTask
 
-TEMPLATES = Path(__file__).parent / "lm_eval"
+TEMPLATES = Path(__file__).parent
 
 #: BLiMP's agreement paradigms, by phenomenon (the "linguistics_term" of their rows)
 BLIMP_AGREEMENT = {
@@ -57,12 +57,11 @@ class SuiteOptions(TaskOptions):
     limit: int | None = pydantic.Field(default=None, ge=1)
 
 
-class LMEvalSuite(Task):
+class LMEvalSuite(ZeroShotTask):
     """A set of lm-eval tasks, scored on the model of the matching ``lm`` run."""
 
     Options = SuiteOptions
     upstream = "lm"
-    budgets = {}
     final_splits = ("suite",)  # one pass scores every lm-eval task; metrics name their own split
     scoring = "lm-eval"
 
@@ -70,15 +69,12 @@ class LMEvalSuite(Task):
         """lm-eval task name → its YAML, data paths filled in."""
         raise NotImplementedError
 
-    @classmethod
-    def check_arch_options(cls, arch_options: dict) -> None:
-        TASKS.get(cls.upstream).check_arch_options(arch_options)
+    def evaluate_upstream(self, upstream: Upstream, split: str) -> list[Metric]:
+        from tasks.lm_eval.adapter import HarnessLM
 
-    def evaluate_pretrained(self, model, upstream, split, train) -> list[Metric]:
-        from harness.lm_eval_adapter import HarnessLM
-
-        device = next(model.parameters()).device
-        adapter = HarnessLM(model, upstream.corpus.vocab, device=device, batch_size=self.options.batch_size)
+        device = next(upstream.model.parameters()).device
+        adapter = HarnessLM(upstream.model, list(upstream.vocab), device=device,
+                            batch_size=self.options.batch_size)
         return self.score(adapter) + [Metric("suite", "unk_rate", adapter.tokenizer.unknown_rate)]
 
     def task_manager(self, folder: str):
@@ -153,7 +149,7 @@ class FigQA(_DataFolderSuite):
 class WSC273(_DataFolderSuite):
     """Winograd Schema Challenge (273 schemas), zero-shot, partial and full scoring (lm-eval)."""
 
-    version = "1"
+    version = "2"  # 2: candidates lower-cased after "!" and "?" too, as lm-eval's wsc273 (schemas 172–173)
     scoring = ("lm-eval: wsc273_partial = log P(words after the pronoun | prefix with the candidate), "
                "as Trinh & Le 2018; wsc273_full = log P(whole sentence with the candidate)")
     table_metrics = (("wsc273_partial", "accuracy"), ("wsc273_full", "accuracy"))

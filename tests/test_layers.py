@@ -1,0 +1,43 @@
+"""The layers are enforced: import-linter's contracts (pyproject.toml) hold on this tree, name
+every engine module, and break when a lower layer imports a higher one."""
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+        "sys.exit(lint_imports_command())"]
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(LINT, cwd=cwd, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_layers_and_acyclic_contracts_hold():
+    done = _lint(ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 kept, 0 broken" in done.stdout
+
+
+def test_the_engine_layer_names_every_module_of_harness_but_the_core():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
+    engine = {m.strip() for m in layers[0].split(":")}
+    on_disk = {f"harness.{p.stem}" for p in (ROOT / "harness").glob("*.py") if p.stem != "__init__"}
+    assert engine == on_disk
+    assert layers[1:] == ["tasks", "architectures", "harness.core"]
+
+
+def test_a_backbone_importing_the_engine_breaks_the_contract(tmp_path):
+    for name in ("harness", "tasks", "architectures"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with open(tmp_path / "architectures" / "cnn.py", "a") as f:
+        f.write("\nfrom harness.runner import execute  # noqa\n")
+    done = _lint(tmp_path)
+    assert done.returncode != 0
+    assert "architectures.cnn -> harness.runner" in done.stdout

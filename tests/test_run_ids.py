@@ -1,0 +1,45 @@
+"""Run ids never change: the ids below were computed before the contract layer, task kinds and
+metric specs existed, and every committed study's store is keyed by them."""
+from pathlib import Path
+
+import pytest
+
+from harness.core.registry import ARCHITECTURES, TASKS
+from harness.sweep import expand, expand_sweep, load_sweep_file
+from tests.conftest import ROOT
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _rows() -> set[str]:
+    rows = set()
+    tasks = [t for t in TASKS.names() if t != "minimal_pairs" and not t.startswith("plugin_")]
+    for budget in ("smoke", "full"):
+        for size in ("tiny", "small"):
+            for cfg in expand(ARCHITECTURES.names(), tasks, size=size, seeds=[0, 1], budget=budget):
+                rows.add(f"{cfg.run_id} {budget} {cfg.arch} {cfg.task_label} {cfg.size} {cfg.seed}")
+    for cfg in expand(["lstm", "transformer"], ["minimal_pairs"], overrides={"path": ["/data/pairs.jsonl"]}):
+        rows.add(f"{cfg.run_id} smoke {cfg.arch} {cfg.task_label} {cfg.size} {cfg.seed} path=/data/pairs.jsonl")
+    for cfg in expand(["transformer"], ["lm", "extrapolation"],
+                      overrides={"position": ["none", "rope", "alibi"], "lr": [3e-3]}):
+        rows.add(f"{cfg.run_id} smoke {cfg.arch} {cfg.task_label} {cfg.size} {cfg.seed} "
+                 f"position={cfg.arch_options['position']} lr=0.003")
+    for cfg in expand(["lstm", "gru"], ["ner", "mt"], overrides={"bidirectional": [False]}):
+        rows.add(f"{cfg.run_id} smoke {cfg.arch} {cfg.task_label} {cfg.size} {cfg.seed} bidirectional=false")
+    return rows
+
+
+def test_run_ids_of_every_built_in_task_and_backbone_are_unchanged():
+    frozen = set((FIXTURES / "run_ids.txt").read_text().splitlines())
+    now = _rows()
+    # a task or backbone added since the ids were frozen brings new ids; none may change
+    assert frozen - now == set()
+
+
+@pytest.mark.parametrize("sweep", ["positions_extrapolation", "study_cpu_study"])
+def test_committed_sweep_files_expand_to_their_frozen_run_ids(sweep):
+    path = {"positions_extrapolation": ROOT / "results" / "positions_extrapolation.yaml",
+            "study_cpu_study": ROOT / "results" / "study_cpu" / "study.yaml"}[sweep]
+    configs = expand_sweep(load_sweep_file(path), "cpu")
+    rows = {f"{c.run_id} {c.arch} {c.task_label} {c.size} {c.seed}" for c in configs}
+    assert rows == set((FIXTURES / f"run_ids_{sweep}.txt").read_text().splitlines())

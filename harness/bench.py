@@ -3,9 +3,14 @@ length, one line per architecture (Long Range Arena's efficiency table, measured
 
 Every cell (architecture, attention backend, length) runs in a fresh process, so its peak memory
 is its own and a hard crash (the kernel's out-of-memory killer) is recorded instead of ending the
-benchmark. Inside a cell: the model is a token language model (embedding, backbone, softmax over
-``vocab`` words); each phase is warmed up, timed between device synchronisations, and reported as
-the median over repeats; running out of memory is recorded as ``oom``.
+benchmark. Inside a cell: the model is the ``lm`` task's language model (``tasks.lm.LanguageModel``:
+embedding, backbone, a full softmax over ``vocab`` words); training steps are the training loop's own
+step (``harness.train.train_step``); each phase is warmed up, timed between device synchronisations,
+and reported as the median over repeats; an error is classified as runs classify theirs
+(``harness.train.failure_status``), so running out of memory is recorded as ``oom``.
+
+Bench results are not runs (no task, no dataset, no run id): they are rows of ``bench.csv`` (with a
+table and a plot) in ``--out``, outside the run store, and ``harness bench --from`` reads them back.
 """
 from __future__ import annotations
 
@@ -31,7 +36,8 @@ from harness.core.measure import (
     reset_peak_memory,
 )
 from harness.core.registry import ARCHITECTURES
-from harness.train import make_optimizer
+from harness.train import failure_status, make_optimizer, make_schedule, train_step
+from tasks.lm import LanguageModel, LMOptions
 
 #: dense bf16 tensor-core peaks (TFLOP/s, no sparsity), matched against the CUDA device name
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.4, "H200": 989.4,
@@ -101,17 +107,10 @@ class BenchConfig(pydantic.BaseModel):
         return {k: v for k, v in self.arch_options.items() if k in fields}
 
 
-class LanguageModel(nn.Module):
-    """Embedding, backbone, softmax layer: the model every cell times."""
-
-    def __init__(self, backbone, vocab: int):
-        super().__init__()
-        self.embed = nn.Embedding(vocab, backbone.d_model)
-        self.backbone = backbone
-        self.head = nn.Linear(backbone.d_model, vocab)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(self.embed(tokens), None))
+def bench_model(backbone: nn.Module, vocab: int) -> LanguageModel:
+    """The model every cell times: the ``lm`` task's language model with a full softmax over
+    ``vocab`` tokens (no dropout)."""
+    return LanguageModel(backbone, vocab, LMOptions(softmax="full"))
 
 
 class _OpRecorder(TorchDispatchMode):
@@ -142,7 +141,7 @@ def train_flops_per_token(arch: str, size: str, options: dict, vocab: int, lengt
     degree at most 2 in the length (attention's score matrix is the quadratic term)."""
     samples = []
     with torch.device("meta"):
-        model = LanguageModel(build_backbone(arch, size, options), vocab)
+        model = bench_model(build_backbone(arch, size, options), vocab)
     for n in (8, 16, 24):
         tokens = torch.zeros(1, n, dtype=torch.long, device="meta")
         counter = FlopCounterMode(display=False)
@@ -207,7 +206,7 @@ def _sdpa_backend(name: str):
 
 
 def _problem(err: BaseException) -> str:
-    if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or "out of memory" in str(err).lower():
+    if failure_status(err) == "oom":
         return "oom"
     if "No available kernel" in str(err) or "No viable backend" in str(err):
         return "unsupported"
@@ -231,7 +230,7 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
 
     baseline = current_memory(device)
     torch.manual_seed(0)
-    model = LanguageModel(build_backbone(arch, cfg.size, options), cfg.vocab).to(device)
+    model = bench_model(build_backbone(arch, cfg.size, options), cfg.vocab).to(device)
     row.update(params_non_embedding=model.backbone.num_parameters(),
                params_total=sum(p.numel() for p in model.parameters()), d_model=model.backbone.d_model)
     tokens = torch.randint(cfg.vocab, (cfg.batch, length), device=device)
@@ -262,7 +261,7 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
                 state, token = start, tokens[:, length - steps]
                 for _ in range(steps):
                     y, state = backbone.step(model.embed(token), state)
-                    token = model.head(y).argmax(-1)
+                    token = model.predict(y)
                 final["state"] = state
 
             seconds = median_seconds(generate, device, min(cfg.warmup, 1), cfg.repeats, cfg.min_seconds)
@@ -272,16 +271,16 @@ def measure_cell(cfg: BenchConfig, arch: str, backend: str, length: int,
 
     def train():
         model.train()
-        optimizer = make_optimizer(model, TrainConfig(steps=1, batch_size=cfg.batch, seq_len=length))
+        train_cfg = TrainConfig(steps=1, batch_size=cfg.batch, seq_len=length)
+        optimizer = make_optimizer(model, train_cfg)
+        schedule = make_schedule(optimizer, train_cfg)
         targets = tokens.roll(-1, 1)
 
+        def loss():
+            return F.cross_entropy(run(tokens).flatten(0, 1).float(), targets.flatten())
+
         def step():
-            with amp():
-                loss = F.cross_entropy(run(tokens).flatten(0, 1).float(), targets.flatten())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+            train_step(model, loss, optimizer, schedule, train_cfg.clip_norm, amp)
 
         seconds = median_seconds(step, device, max(cfg.warmup, 1), cfg.repeats, cfg.min_seconds)
         row["train_tokens_per_s"] = tokens_per_step / seconds

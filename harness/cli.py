@@ -203,6 +203,7 @@ def execute_plan(configs, args) -> int:
     from harness.core.registry import suggest
     from harness.report import record_invocation
     from harness.store import RunStore
+    from harness.sweep import check_datasets
     from harness.tables import make_table
 
     suggest("launcher", args.launcher, LAUNCHERS)
@@ -213,8 +214,8 @@ def execute_plan(configs, args) -> int:
             raise ValueError("--launcher ray needs Ray: pip install -e '.[ray]'") from None
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
-    store = RunStore(args.results)
     if args.dry_run:
+        store = RunStore(args.results)
         statuses = {c.run_id: store.status(c.run_id) for c in configs}
         done = sum(status == "finished" for status in statuses.values())
         print(f"{len(configs)} runs, {done} already finished, {len(configs) - done} to run")
@@ -222,6 +223,8 @@ def execute_plan(configs, args) -> int:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
+    check_datasets(configs, args.data_dir)  # a rejected command writes nothing, not even its record
+    store = RunStore(args.results)
     record_invocation(store, args.argv, getattr(args, "file", None))
     if args.no_progress:  # lm-eval's own bars too
         os.environ.setdefault("TQDM_DISABLE", "1")

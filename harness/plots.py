@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 
 from harness.core.registry import TASKS  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
-from harness.tables import task_labels, length_metric, row_labels  # noqa: E402
+from harness.rows import column_spec, columns, length_metric, row_labels, task_labels  # noqa: E402
 
 MARKERS = "osD^v<>pP*X"
 LINESTYLES = ("-", "--", "-.", ":")
@@ -124,14 +124,15 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
 
 def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
     """Each training task's headline test metric against training tokens/s, one point per row
-    (mean over seeds, bars: std), the Pareto front (faster and better) joined by a line."""
-    from harness.tables import _columns, _direction, summarise
+    (mean over seeds, bars: std), the Pareto front (faster and better, in the direction the
+    metric's spec gives) joined by a line."""
+    from harness.stats import summarise
 
     values, runs = summarise(store)
     values = values[values.task.isin({t for t in values.task if TASKS.get(t.split("/")[0]).kind != "zero_shot"})]
     panels = []
     for task in sorted(set(values.task)):
-        headline = next(iter(_columns(task).values()))
+        headline = next(iter(columns(task).values()))
         data = values[values.task == task].set_index(["label", "size", "column"])
         points = [(label, size, data.loc[(label, size, "train tok/s")], data.loc[(label, size, headline)])
                   for label, size in sorted({(lb, sz) for lb, sz, _ in data.index})
@@ -148,16 +149,18 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
     colours = _colours(labels)
     markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
     for ax, (task, headline, points) in zip(axes.flat, panels):
-        better = _direction(headline)
+        better = column_spec(task, headline).better
         front, best = [], None
         for label, size, speed, score in sorted(points, key=lambda p: -p[2]["mean"]):
             name = f"{label} ({size})"
             ax.errorbar(speed["mean"], score["mean"], xerr=_std(speed), yerr=_std(score), marker=markers[name],
                         color=colours[name], linestyle="none", markersize=5, capsize=2)
-            if best is None or (score["mean"] > best if better == "max" else score["mean"] < best):
+            if better is not None and (best is None or (
+                    score["mean"] > best if better == "higher" else score["mean"] < best)):
                 best = score["mean"]
                 front.append((speed["mean"], score["mean"]))
-        ax.plot(*zip(*front), color="grey", linewidth=0.8, linestyle="--", zorder=0)
+        if front:
+            ax.plot(*zip(*front), color="grey", linewidth=0.8, linestyle="--", zorder=0)
         speeds = [speed["mean"] for _, _, speed, _ in points]
         if max(speeds) > 10 * min(speeds):
             ax.set_xscale("log")
@@ -165,7 +168,7 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
         ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("training tokens/s")
-        ax.set_ylabel(f"{headline} ({'higher' if better == 'max' else 'lower'} is better)", fontsize=8)
+        ax.set_ylabel(f"{headline} ({better or 'no direction'}{' is better' if better else ''})", fontsize=8)
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -192,7 +195,7 @@ BENCH_PANELS = {
 def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Speed and memory against length, log–log, one line per architecture (and attention
     backend); markers and line styles differ too, so the figure reads in grey-scale."""
-    from harness.tables import bench_label
+    from harness.render import bench_label
 
     rows = rows.assign(label=rows.apply(bench_label, axis=1))
     fig, axes = plt.subplots(2, 3, figsize=(12.5, 6.4), layout="constrained")
@@ -226,10 +229,9 @@ def log_to_wandb(paths: list[Path], kind: str) -> None:
     """Log the PNGs as images of a W&B run (offline without an API key)."""
     import wandb
 
-    from harness.tracking import wandb_mode
+    from harness.tracking import wandb_init
 
-    run = wandb.init(project="harness", job_type="plot", name=f"plot-{kind}", mode=wandb_mode(),
-                     dir=str(paths[0].parent), settings=wandb.Settings(silent=True, console="off"))
+    run = wandb_init(paths[0].parent, job_type="plot", name=f"plot-{kind}")
     run.log({kind: [wandb.Image(str(p)) for p in paths if p.suffix == ".png"]})
     run.finish()
 

@@ -50,7 +50,8 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     """Write ``out/report.md``, ``out/report.html``, the tables (md, tex, csv) and the figures
     (``out/figures``, PNG and PDF); returns the Markdown file."""
     from harness.plots import PLOTS
-    from harness.tables import length_table, make_table, task_labels
+    from harness.rows import task_labels
+    from harness.tables import length_table, make_table
 
     runs = store.runs()
     if runs.empty:
@@ -100,7 +101,7 @@ def _slug(label: str) -> str:
 
 def _markdown(store: RunStore, runs: pd.DataFrame, tables: dict[str, str], figures: dict, out: Path) -> str:
     """The report's text: tables[name] is each table's Markdown."""
-    from harness.tables import environments
+    from harness.captions import environments
 
     env = environments(runs)
     counts = runs.status.value_counts()
@@ -137,6 +138,8 @@ def _markdown(store: RunStore, runs: pd.DataFrame, tables: dict[str, str], figur
         if name.startswith("task_"):
             lines += [f"### {name.removeprefix('task_').replace('__', '/')}", "", text, "", files(name), ""]
     lines += ["## Efficiency", "", tables["efficiency"], "", files("efficiency"), ""]
+    lines += ["## What the columns mean", "", "Read from each metric's spec (bold picks the best in that "
+              "direction; a column with no direction is never bold):", "", *_column_notes(runs), ""]
     for name, text in tables.items():
         if name.startswith("by_length_"):
             lines += [f"## By length: {name.removeprefix('by_length_').replace('__', '/')}", "", text, "",
@@ -161,6 +164,26 @@ def _markdown(store: RunStore, runs: pd.DataFrame, tables: dict[str, str], figur
     return "\n".join(lines)
 
 
+def _column_notes(runs: pd.DataFrame) -> list[str]:
+    """One line per column of every task in the store, and per efficiency column: direction,
+    unit, role and meaning, by the metric's spec."""
+    from harness.core.metrics import RUN_METRICS
+    from harness.rows import EFFICIENCY, column_spec, columns, task_labels
+
+    def note(heading, spec):
+        direction = f"{spec.better} is better" if spec.better else "no better direction"
+        unit = f", {spec.unit}" if spec.unit else ""
+        return (f"- `{heading}` ({spec.name}): {direction}{unit}; {spec.role}"
+                + (f" — {spec.description}" if spec.description else ""))
+
+    lines = []
+    for task in sorted(set(task_labels(runs).values())):
+        if task.split("/")[0] in TASKS:
+            lines += [note(f"{task}: {heading}", column_spec(task, heading))
+                      for key, heading in columns(task).items() if key not in EFFICIENCY]
+    return lines + [note(heading, RUN_METRICS[metric]) for (_, metric), heading in EFFICIENCY.items()]
+
+
 def _html(md: str) -> str:
     import markdown
 
@@ -179,11 +202,9 @@ def _log_to_wandb(store: RunStore, tables_dir: Path, figures: dict, group: str) 
     grouped under the report's name."""
     import wandb
 
-    from harness.tracking import wandb_mode
+    from harness.tracking import wandb_init
 
-    run = wandb.init(project="harness", job_type="report", group=group, name=f"report-{group}",
-                     mode=wandb_mode(), dir=str(tables_dir.parent),
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = wandb_init(tables_dir.parent, job_type="report", group=group, name=f"report-{group}")
     for csv in sorted(tables_dir.glob("*.csv")):
         frame = pd.read_csv(csv)
         run.log({f"table/{csv.stem}": wandb.Table(dataframe=frame.astype(str))})

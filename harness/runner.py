@@ -16,7 +16,7 @@ from harness.core.registry import TASKS
 from harness.core.metrics import Metric
 from harness.store import FINISHED, RunStore
 from harness.tracking import Tracker
-from harness.train import Diverged, autocast, train_model
+from harness.train import autocast, describe_failure, train_model
 from tasks.base import Upstream
 
 CHECKPOINT = "best.pt"
@@ -132,6 +132,18 @@ def _describe(model, info: dict) -> list[Metric]:
             Metric("run", "params_total", sum(p.numel() for p in model.parameters()))]
 
 
+def _declared(name: str, task_cls, metrics: list[Metric]) -> list[Metric]:
+    """The metrics, once every one has a spec (direction, role, unit); a run storing a metric its
+    task does not declare fails, naming both."""
+    for m in metrics:
+        try:
+            task_cls.spec(m.name)
+        except KeyError:
+            raise LookupError(f"task {name!r} stores metric {m.name!r} (split {m.split!r}) but declares "
+                              f"no spec for it: add a MetricSpec to its metric_specs") from None
+    return metrics
+
+
 def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None,
             progress: bool = True) -> str:
     """Run a claimed config (train and evaluate it, fine-tune its upstream run's model, or, for a
@@ -153,18 +165,14 @@ def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
         reset_peak_memory(device)
         run = _Run(store, data_dir, run_dir, device, tracker, progress, info)
-        metrics = BY_KIND[task.kind](cfg, task, run)
+        metrics = _declared(cfg.task, type(task), BY_KIND[task.kind](cfg, task, run))
         memory, info["memory_kind"] = peak_memory(device)
         metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None
-    except Diverged as err:
-        status, error = "diverged", str(err)
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        status, error = "oom", f"{type(err).__name__}: {err}"
-        if device.type == "cuda":
+    except Exception as err:  # recorded (diverged, oom or failed), and the sweep goes on
+        status, error = describe_failure(err)
+        if status == "oom" and device.type == "cuda":
             torch.cuda.empty_cache()
-    except Exception:  # recorded, and the sweep goes on
-        status, error = "failed", traceback.format_exc()
     metrics.append(Metric("run", "wall_time_s", time.perf_counter() - started))
     (run_dir / "result.json").write_text(json.dumps(
         {"status": status, "error": error, "info": info,

@@ -126,14 +126,18 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
 
 
+#: (task key, data folder) pairs whose datasets this process has loaded without error
+_CHECKED: set = set()
+
+
 def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
     """Load every dataset the configs need (once per task and options), so a missing or malformed
     one is reported before any run is claimed and the store stays untouched."""
-    seen = set()
     for cfg in configs:
-        if task_key(cfg) not in seen:
-            seen.add(task_key(cfg))
+        key = (*task_key(cfg), str(data_dir))
+        if key not in _CHECKED:
             make_task(cfg, data_dir)
+            _CHECKED.add(key)
 
 
 def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,

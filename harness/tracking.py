@@ -28,13 +28,11 @@ class WandbTracker(Tracker):
     def __init__(self, cfg, run_dir: Path, project: str = "harness"):
         import wandb
 
-        mode = wandb_mode()
         self.wandb = wandb
-        self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", project), id=cfg.run_id, name=f"{cfg.label}/{cfg.task}/s{cfg.seed}",
-            group=f"{cfg.task}/{cfg.size}", config=cfg.model_dump(mode="json"), dir=str(run_dir),
-            mode=mode, resume="allow", reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off"))
+        self.run = wandb_init(
+            run_dir, project, id=cfg.run_id, name=f"{cfg.label}/{cfg.task}/s{cfg.seed}",
+            group=f"{cfg.task}/{cfg.size}", config=cfg.model_dump(mode="json"), resume="allow",
+            reinit="create_new")
 
     def log_losses(self, first_step, losses, lr):
         for i, loss in enumerate(losses):
@@ -50,6 +48,16 @@ class WandbTracker(Tracker):
         self.run.log({"results": self.wandb.Table(columns=["split", "metric", "length", "value"],
                                                   data=rows)})
         self.run.finish(exit_code=0 if status == "finished" else 1)
+
+
+def wandb_init(dir: Path | str, project: str = "harness", **options):
+    """A new W&B run, the one way the harness starts one (runs, plots, the report): project
+    ``$WANDB_PROJECT`` if set, else ``project``; mode by ``wandb_mode`` (offline without an API
+    key); files under ``dir``; quiet. ``options`` go to ``wandb.init`` (id, name, group, job_type ...)."""
+    import wandb
+
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", project), dir=str(dir), mode=wandb_mode(),
+                      settings=wandb.Settings(silent=True, console="off"), **options)
 
 
 def wandb_mode() -> str:

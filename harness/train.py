@@ -1,9 +1,12 @@
-"""The one training loop every task uses."""
+"""The one training loop every task uses, its single optimisation step (which ``harness bench``
+times too), and the classification of what stops a run or a benchmark cell."""
 from __future__ import annotations
 
 import contextlib
 import math
+import traceback
 from dataclasses import dataclass, field
+from typing import Callable, ContextManager
 
 import torch
 from tqdm.auto import tqdm
@@ -15,6 +18,32 @@ from harness.tracking import Tracker
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+#: messages of allocation failures that are not raised as OutOfMemoryError (CPU allocator, cuBLAS)
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "not enough memory")
+
+
+def failure_status(err: BaseException) -> str:
+    """What an exception means for a run (or a benchmark phase): "diverged" (a NaN/inf loss),
+    "oom" (out of memory, on a GPU or the CPU) or "failed" (anything else)."""
+    if isinstance(err, Diverged):
+        return "diverged"
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)) or any(
+            m in str(err).lower() for m in _OOM_MESSAGES):
+        return "oom"
+    return "failed"
+
+
+def describe_failure(err: BaseException) -> tuple[str, str]:
+    """(status, error text to record): the message of a divergence, the type and message of an
+    out-of-memory error, the traceback of anything else."""
+    status = failure_status(err)
+    if status == "diverged":
+        return status, str(err)
+    if status == "oom":
+        return status, f"{type(err).__name__}: {err}"
+    return status, "".join(traceback.format_exception(err))
 
 
 @dataclass
@@ -52,6 +81,26 @@ def autocast(device: torch.device, train: TrainConfig):
     return contextlib.nullcontext()
 
 
+def make_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Warm-up then cosine decay (``lr_factor``), stepped once per training step."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))
+
+
+def train_step(model: torch.nn.Module, loss_fn: Callable[[], torch.Tensor], optimizer: torch.optim.Optimizer,
+               schedule, clip_norm: float, amp: Callable[[], ContextManager]) -> torch.Tensor:
+    """One optimisation step, the same for every run and for ``harness bench``: the forward pass
+    and loss (``loss_fn()``) under ``amp()``, backward, gradient clipping to ``clip_norm``, the
+    optimiser's step, the schedule's step. Returns the loss, detached (still on the device)."""
+    with amp():
+        loss = loss_fn()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    optimizer.step()
+    schedule.step()
+    return loss.detach()
+
+
 def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.device,
                 seed: int, tracker: Tracker | None = None, progress: bool = True) -> TrainResult:
     """Train ``model`` on ``task`` for ``train.total_steps`` steps; keep the best dev checkpoint."""
@@ -59,7 +108,7 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
     optimizer = make_optimizer(model, train)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, train))
+    schedule = make_schedule(optimizer, train)
     batches = task.train_batches(train, generator)
     lower_is_better = task.dev_metric[1]
 
@@ -76,14 +125,8 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
         if step == warmup + 1:
             watch.start()
         batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
-        with autocast(device, train):
-            loss = task.loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), train.clip_norm)
-        optimizer.step()
-        schedule.step()
-        pending.append(loss.detach())
+        pending.append(train_step(model, lambda: task.loss(model, batch), optimizer, schedule,
+                                  train.clip_norm, lambda: autocast(device, train)))
         if watch.running:
             timed_tokens += task.batch_tokens(batch)
 

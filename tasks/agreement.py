@@ -14,6 +14,7 @@ import random
 import pydantic
 
 from harness.core.train_config import TrainConfig
+from harness.core.metrics import MetricSpec, specs
 from harness.core.registry import TASKS
 from tasks.classification import PAD, ClassificationOptions, ClassificationTask, Example
 
@@ -114,6 +115,9 @@ class Agreement(ClassificationTask):
     Options = AgreementOptions
     version = "2"
     n_classes = 2
+    metric_specs = {**ClassificationTask.metric_specs, **specs(
+        MetricSpec("accuracy_attractors_*", "higher", "score", "fraction",
+                   "accuracy on sentences with this many attractors, overall or at the stored distance"))}
     budgets = {
         # seq_len is the largest subject–verb distance seen in training
         "smoke": dict(steps=600, batch_size=64, seq_len=8, lr=3e-3, warmup_steps=50, eval_every=200),

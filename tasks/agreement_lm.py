@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from harness.core.batching import pad
 from harness.core.data import find_dataset
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
 from tasks.lm import EOS, UNK
 
@@ -89,6 +90,16 @@ class AgreementLM(ZeroShotTask):
     #: no training of its own: it scores the model of the matching ``lm`` run
     upstream = "lm"
     scoring = "P(correct verb form) > P(wrong form) after the sentence prefix"
+    metric_specs = specs(
+        MetricSpec("accuracy", "higher", "score", "fraction",
+                   "share of the scored items whose correct verb form is the more probable"),
+        MetricSpec("accuracy_*", "higher", "score", "fraction",
+                   "accuracy on one group of items: attractors_k (Linzen), original or nonce (Gulordava)"),
+        MetricSpec("coverage", None, "info", "fraction",
+                   "share of the split's items scored (both verb forms in the lm vocabulary): a property "
+                   "of the vocabulary, the same for every backbone, so no ranking"),
+        MetricSpec("items", None, "info", "items", "items scored"),
+    )
     table_metrics = (("linzen", "accuracy"), *(("linzen", f"accuracy_attractors_{k}") for k in range(5)),
                      ("linzen", "coverage"), ("gulordava", "accuracy"), ("gulordava", "accuracy_original"),
                      ("gulordava", "accuracy_nonce"), ("gulordava", "coverage"))
@@ -112,12 +123,7 @@ class AgreementLM(ZeroShotTask):
         for start in range(0, len(order), batch):
             chunk = order[start:start + batch]
             ids = [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in chunk]
-            width = max(map(len, ids))
-            inputs = torch.zeros(len(ids), width, dtype=torch.long)
-            mask = torch.zeros(len(ids), width, dtype=torch.bool)
-            for r, seq in enumerate(ids):
-                inputs[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = True
+            inputs, mask = pad(ids)
             lp = model.next_token_logprobs(inputs.to(device), mask.to(device)).float().cpu()
             for r, item in enumerate(chunk):
                 right.append(bool(lp[r, index[item.correct]] > lp[r, index[item.wrong]]))

@@ -19,7 +19,7 @@ import pydantic
 import torch
 from torch import nn
 
-from harness.core.metrics import RUN_METRICS, Metric, MetricSpec
+from harness.core.metrics import RUN_METRICS, Metric, MetricSpec, find_spec
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
 
@@ -80,11 +80,11 @@ class Task:
 
     @classmethod
     def spec(cls, name: str) -> MetricSpec:
-        """The spec of a metric this task's runs store (the engine's own metrics included)."""
-        if name in cls.metric_specs:
-            return cls.metric_specs[name]
-        if name in RUN_METRICS:
-            return RUN_METRICS[name]
+        """The spec of a metric this task's runs store (the engine's own metrics included): the
+        task's exact name, the engine's, then the task's patterns (``f1_*``), the engine's."""
+        spec = find_spec(name, cls.metric_specs, RUN_METRICS)
+        if spec is not None:
+            return spec
         raise KeyError(f"task {getattr(cls, 'registered_name', cls.__name__)!r} declares no spec "
                        f"for metric {name!r}")
 
@@ -109,6 +109,9 @@ class TrainedTask(Task):
     dev_metric: tuple[str, bool] = ("loss", True)
     #: split scored during training to pick the best checkpoint
     dev_split: str = "valid"
+    #: True where ``evaluate`` scores only the first ``max_tokens`` of a split (``dev_eval_tokens``,
+    #: ``final_eval_tokens``); tasks that always score whole splits leave it False
+    cuts_splits: ClassVar[bool] = False
 
     @classmethod
     def budget(cls, name: str, upstream: dict | None) -> dict:

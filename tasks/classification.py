@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.batching import pad
 from harness.core.train_config import TrainConfig
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, TrainedTask, TaskOptions
 
 PAD = "<pad>"
@@ -55,18 +56,19 @@ class SequenceClassifier(nn.Module):
 
 
 def collate(examples: list[Example]) -> Batch:
-    lengths = torch.tensor([len(e.tokens) for e in examples])
-    tokens = torch.zeros(len(examples), int(lengths.max()), dtype=torch.long)  # id 0 is <pad>
-    for i, e in enumerate(examples):
-        tokens[i, : len(e.tokens)] = torch.tensor(e.tokens)
-    return {"tokens": tokens, "mask": torch.arange(tokens.shape[1]) < lengths[:, None],
-            "labels": torch.tensor([e.label for e in examples])}
+    tokens, mask = pad([e.tokens for e in examples])  # id 0 is <pad>
+    return {"tokens": tokens, "mask": mask, "labels": torch.tensor([e.label for e in examples])}
 
 
 class ClassificationTask(TrainedTask):
     """Subclasses give ``vocab`` (index 0 = <pad>), ``n_classes`` and ``generate``."""
 
     Options = ClassificationOptions
+    metric_specs = specs(
+        MetricSpec("accuracy", "higher", "score", "fraction",
+                   "share of examples classified right, overall or at the stored length"),
+        MetricSpec("examples", None, "info", "examples", "held-out examples scored on the split"),
+    )
     table_metrics = (("test", "accuracy"), ("valid", "accuracy"))
     dev_metric = ("accuracy", False)
     length_metric = "accuracy"

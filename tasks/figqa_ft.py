@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.batching import pad_shifted
 from harness.core.train_config import TrainConfig
 from harness.core.data import find_dataset
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, FineTunedTask, TaskOptions, Upstream, shuffled_batches
 from tasks.lm_eval.tokenizer import Tokenizer
 
@@ -86,6 +87,17 @@ class FigQAFineTuned(FineTunedTask):
         "smoke": dict(steps=300, batch_size=32, seq_len=64, lr=1e-3, warmup_steps=30, eval_every=50),
         "full": dict(steps=3000, batch_size=32, seq_len=64, lr=3e-4, warmup_steps=200, eval_every=250),
     }
+    metric_specs = specs(
+        MetricSpec("accuracy", "higher", "score", "fraction",
+                   "share of items whose right ending scores higher (a tie picks the first ending)"),
+        MetricSpec("loss", "lower", "score", "nats/item",
+                   "cross-entropy of the two endings' scores against the right one"),
+        MetricSpec("ties", None, "info", "fraction",
+                   "share of items whose two endings score the same: their words differ only where both "
+                   "read as <unk>, so ties follow from the data and the lm vocabulary, the same for every "
+                   "backbone; not a ranking"),
+        MetricSpec("items", None, "info", "items", "items scored"),
+    )
     table_metrics = (("dev", "accuracy"), ("valid", "accuracy"))
     dev_metric = ("accuracy", False)
     dev_split = "valid"
@@ -125,16 +137,10 @@ class FigQAFineTuned(FineTunedTask):
         the positions whose targets are the ending's words."""
         rows = [[self.eos, *context, *ending][-(max_len + 1):] for endings, _ in items
                 for context, ending in endings]
-        ending_lengths = [len(ending) for endings, _ in items for _, ending in endings]
-        width = max(len(r) for r in rows) - 1
-        inputs = torch.zeros(len(rows), width, dtype=torch.long)
-        targets = torch.zeros_like(inputs)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        scored = torch.zeros_like(mask)
-        for i, row in enumerate(rows):
-            n = len(row) - 1
-            inputs[i, :n], targets[i, :n], mask[i, :n] = torch.tensor(row[:-1]), torch.tensor(row[1:]), True
-            scored[i, max(0, n - ending_lengths[i]):n] = True
+        ending_lengths = torch.tensor([len(ending) for endings, _ in items for _, ending in endings])
+        inputs, targets, mask = pad_shifted(rows)
+        first = (mask.sum(1) - ending_lengths).clamp(min=0)  # the ending's first target position
+        scored = mask & (torch.arange(mask.shape[1]) >= first[:, None])
         return {"inputs": inputs, "targets": targets, "mask": mask, "scored": scored,
                 "labels": torch.tensor([label for _, label in items])}
 

@@ -16,7 +16,7 @@ from torch import nn
 from harness.core.train_config import TrainConfig
 from harness.core.data import find_dataset
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, TaskOptions, TrainedTask, Upstream
 
 EOS = "<eos>"
@@ -69,6 +69,9 @@ class LMOptions(TaskOptions):
 
 
 class LanguageModel(nn.Module):
+    """Embedding, backbone, output layer (an adaptive or a full softmax): the ``lm`` task's model,
+    which the zero-shot and fine-tuned tasks score, and the model ``harness bench`` times."""
+
     def __init__(self, backbone: nn.Module, vocab_size: int, options: LMOptions):
         super().__init__()
         d = backbone.d_model
@@ -81,18 +84,50 @@ class LanguageModel(nn.Module):
         else:
             self.head = nn.Linear(d, vocab_size)
 
-    def states(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def states(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.dropout(self.backbone(self.dropout(self.embed(inputs)), mask))
+
+    # The output layer, adaptive or full, is read only here: by the four methods below.
+
+    @property
+    def adaptive(self) -> bool:
+        return isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
+
+    def target_logprobs(self, h: torch.Tensor, targets: torch.Tensor,
+                        argmax: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For states ``h`` (N, d): log p(targets[i] | h[i]) (N,), and with ``argmax`` the most
+        probable token of each row (N,), else None (an adaptive softmax finds it without the full
+        distribution)."""
+        if self.adaptive:
+            return self.head(h, targets).output, self.head.predict(h) if argmax else None
+        logits = self.head(h).float()
+        lp = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+        return lp, logits.argmax(-1) if argmax else None
+
+    def distribution(self, h: torch.Tensor) -> torch.Tensor:
+        """The next token's log-probabilities (..., V) for states ``h`` (..., d)."""
+        if self.adaptive:
+            return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1)
+        return F.log_softmax(self.head(h).float(), dim=-1)
+
+    def predict(self, h: torch.Tensor) -> torch.Tensor:
+        """The most probable next token (...) for states ``h`` (..., d)."""
+        if self.adaptive:
+            return self.head.predict(h.reshape(-1, h.shape[-1])).view(h.shape[:-1])
+        return self.head(h).argmax(-1)
+
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, T, V) whose softmax is the next-token distribution (so cross-entropy reads
+        them): a full softmax's logits, an adaptive one's log-probabilities (it has no logits)."""
+        h = self.states(inputs, mask)
+        if self.adaptive:
+            return self.distribution(h)
+        return self.head(h)
 
     def token_logprobs(self, inputs: torch.Tensor, targets: torch.Tensor,
                        mask: torch.Tensor) -> torch.Tensor:
         """log p(targets[b, t] | inputs[b, :t+1]) as (B, T); 0 where ``mask`` is False."""
-        h = self.states(inputs, mask)[mask]
-        t = targets[mask]
-        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
-            lp = self.head(h, t).output
-        else:
-            lp = F.log_softmax(self.head(h).float(), dim=-1).gather(1, t[:, None]).squeeze(1)
+        lp, _ = self.target_logprobs(self.states(inputs, mask)[mask], targets[mask])
         out = torch.zeros(targets.shape, dtype=lp.dtype, device=lp.device)
         out[mask] = lp
         return out
@@ -100,17 +135,11 @@ class LanguageModel(nn.Module):
     def next_token_logprobs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, V) log-probabilities of the token after each sequence's last real token."""
         h = self.states(inputs, mask)
-        last = h[torch.arange(len(h), device=h.device), mask.sum(1) - 1]
-        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
-            return self.head.log_prob(last)
-        return F.log_softmax(self.head(last).float(), dim=-1)
+        return self.distribution(h[torch.arange(len(h), device=h.device), mask.sum(1) - 1])
 
     def log_probs(self, inputs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The full next-token distribution, (B, T, V) log-probabilities."""
-        h = self.states(inputs, mask)
-        if isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss):
-            return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:2], -1)
-        return F.log_softmax(self.head(h).float(), dim=-1)
+        return self.distribution(self.states(inputs, mask))
 
 
 def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -144,11 +173,21 @@ class WikiText2LM(TrainedTask):
         "full": dict(steps=20000, batch_size=32, seq_len=256, lr=1e-3, warmup_steps=1000,
                      eval_every=1000),
     }
+    metric_specs = specs(
+        MetricSpec("ppl", "lower", "score", "perplexity",
+                   "exp of the mean negative log-likelihood per token, on windows of the stored length"),
+        MetricSpec("loss", "lower", "score", "nats/token",
+                   "mean negative log-likelihood per token, on windows of the stored length"),
+        MetricSpec("ppl_by_position", "lower", "per_length", "perplexity",
+                   "perplexity of the tokens of the longest windows at positions up to the stored one "
+                   "(and past the previous bucket)"),
+    )
     table_metrics = (("test", "ppl"), ("valid", "ppl"))
     table_at_train_length = True
     length_metric = "ppl"
     dev_metric = ("ppl", True)
     dev_split = "valid"
+    cuts_splits = True
     final_splits = ("valid", "test")
 
     def __init__(self, options: LMOptions, data_dir):

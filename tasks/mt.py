@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import time
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -26,12 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.sizing import build_backbone
+from harness.core.batching import pad, pad_shifted
 from harness.core.train_config import TrainConfig
 from harness.core.data import find_dataset
 from tasks.decoding import beam_search, greedy, max_length
-from harness.core.measure import synchronize
+from harness.core.buckets import by_length
+from harness.core.measure import Stopwatch
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 from tasks.seq2seq import Score, Seq2Seq
 
@@ -137,6 +138,20 @@ class MT(TrainedTask):
         "smoke": dict(steps=600, batch_size=64, seq_len=64, lr=2e-3, warmup_steps=60, eval_every=200),
         "full": dict(steps=30000, batch_size=128, seq_len=128, lr=5e-4, warmup_steps=2000, eval_every=2000),
     }
+    metric_specs = specs(
+        MetricSpec("bleu", "higher", "score", "BLEU",
+                   "sacrebleu corpus BLEU (0-100) on detokenised text, beam search"),
+        MetricSpec("chrf", "higher", "score", "chrF", "sacrebleu corpus chrF (0-100), beam search"),
+        MetricSpec("loss", "lower", "score", "nats/token", "teacher-forced cross-entropy per target token"),
+        MetricSpec("sentences_per_s", "higher", "efficiency", "sentences/s",
+                   "sentences translated per second of decoding"),
+        MetricSpec("ms_per_token", "lower", "efficiency", "ms/token",
+                   "milliseconds of decoding per generated token (the end token included)"),
+        MetricSpec("bleu_by_length", "higher", "per_length", "BLEU",
+                   "BLEU of the sentences whose source has up to the stored number of words "
+                   "(and more than the previous bucket's)"),
+        MetricSpec("sentences_by_length", None, "info", "sentences", "sentences in the source-length bucket"),
+    )
     table_metrics = (("test", "bleu"), ("test", "chrf"), ("valid", "bleu"), ("test", "sentences_per_s"),
                      ("test", "ms_per_token"))
     length_metric = "bleu_by_length"
@@ -174,7 +189,6 @@ class MT(TrainedTask):
             if not keep:
                 raise ValueError(f"mt: no training pair has at most {options.train_max_src_words} source words")
             self.encoded["train"] = [self.encoded["train"][i] for i in keep]
-        self.signatures: dict[str, str] = {}
 
     def _encode(self, src: tuple[str, ...], tgt: tuple[str, ...]) -> list[tuple[list[int], list[int]]]:
         a = [e.ids for e in self.src_tok.encode_batch(list(src))]
@@ -187,7 +201,18 @@ class MT(TrainedTask):
                 "sentences": {k: len(v[0]) for k, v in self.text.items()},
                 "train_pairs_used": len(self.encoded["train"]),
                 "vocab_sizes": [self.src_tok.get_vocab_size(), self.tgt_tok.get_vocab_size()],
-                "tokenizer_sha256": vocab, **self.signatures}
+                "tokenizer_sha256": vocab, **self.signatures()}
+
+    def signatures(self) -> dict[str, str]:
+        """sacrebleu's signatures of the scores this task reports, and the decoding mode."""
+        from sacrebleu.metrics import BLEU, CHRF
+
+        bleu, chrf = BLEU(), CHRF()
+        for metric in (bleu, chrf):  # a signature names the number of references: one, as evaluate scores
+            metric.corpus_score(["x"], [["x"]])
+        return {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
+                "decoding": f"beam {self.options.beam}, alpha {self.options.alpha}" if self.options.beam > 1
+                else "greedy"}
 
     def build_model(self, backbone: nn.Module) -> Seq2Seq:
         """The backbone encodes; a causal twin of it (same family, size and options) decodes."""
@@ -208,15 +233,10 @@ class MT(TrainedTask):
     def _batch(self, pairs, max_len: int | None = None) -> Batch:
         src = [s[:max_len] for s, _ in pairs]
         tgt = [[BOS, *t, EOS][:None if max_len is None else max_len + 1] for _, t in pairs]
-        S, T = max(len(s) for s in src), max(len(t) for t in tgt) - 1
-        batch = {"src": torch.full((len(pairs), S), PAD), "tgt_in": torch.full((len(pairs), T), PAD),
-                 "tgt_out": torch.full((len(pairs), T), PAD)}
-        for i, (s, t) in enumerate(zip(src, tgt)):
-            batch["src"][i, :len(s)] = torch.tensor(s)
-            batch["tgt_in"][i, :len(t) - 1] = torch.tensor(t[:-1])
-            batch["tgt_out"][i, :len(t) - 1] = torch.tensor(t[1:])
-        batch["src_mask"], batch["tgt_mask"] = batch["src"] != PAD, batch["tgt_in"] != PAD
-        batch["tgt_mask"][:, 0] = True  # a target may be empty: the start token is still read
+        batch = {}
+        batch["src"], batch["src_mask"] = pad(src, PAD)
+        # a target may be empty: its start token is still read
+        batch["tgt_in"], batch["tgt_out"], batch["tgt_mask"] = pad_shifted(tgt, PAD)
         return batch
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
@@ -240,24 +260,22 @@ class MT(TrainedTask):
         size = self.options.eval_batch_size
         out: list[str | None] = [None] * len(pairs)
         generated = 0
-        seconds = 0.0
+        watch = Stopwatch(device)  # decoding only, between device synchronisations
         for k in range(0, len(order), size):
             rows = order[k:k + size]
             batch = self._batch([pairs[i] for i in rows])
             src, mask = batch["src"].to(device), batch["src_mask"].to(device)
             limit_len = max_length(mask, self.options.max_len_a, self.options.max_len_b)
-            synchronize(device)
-            started = time.perf_counter()
+            watch.start()
             if width == 1:
                 hyps = greedy(model, src, mask, BOS, EOS, limit_len)
             else:
                 hyps = beam_search(model, src, mask, BOS, EOS, limit_len, width, self.options.alpha)
-            synchronize(device)
-            seconds += time.perf_counter() - started
+            watch.stop()
             for i, hyp in zip(rows, hyps):
                 out[i] = self.tgt_tok.decode(hyp.tokens)
                 generated += len(hyp.tokens) + 1
-        return out, seconds, generated
+        return out, watch.elapsed, generated
 
     @torch.no_grad()
     def evaluate(self, model, split, train, max_tokens, lengths=True) -> list[Metric]:
@@ -272,19 +290,11 @@ class MT(TrainedTask):
                    Metric(split, "chrf", chrf.corpus_score(hyps, [refs]).score),
                    Metric(split, "sentences_per_s", len(hyps) / seconds),
                    Metric(split, "ms_per_token", 1000 * seconds / generated)]
-        self.signatures = {"bleu_signature": str(bleu.get_signature()), "chrf_signature": str(chrf.get_signature()),
-                           "decoding": f"beam {self.options.beam}, alpha {self.options.alpha}" if self.options.beam > 1
-                           else "greedy"}
         if final:
             metrics.append(Metric(split, "loss", self._loss(model, split)))
-            low = 0
-            for edge in LENGTH_EDGES:
-                chosen = [i for i, s in enumerate(src_text) if low < len(s.split()) <= edge]
-                if chosen:
-                    score = BLEU().corpus_score([hyps[i] for i in chosen], [[refs[i] for i in chosen]]).score
-                    metrics += [Metric(split, "bleu_by_length", score, edge),
-                                Metric(split, "sentences_by_length", len(chosen), edge)]
-                low = edge
+            metrics += by_length(split, "bleu_by_length", [len(s.split()) for s in src_text], LENGTH_EDGES,
+                                 lambda chosen: BLEU().corpus_score([hyps[i] for i in chosen],
+                                                                    [[refs[i] for i in chosen]]).score)
         return metrics
 
     def _loss(self, model, split: str) -> float:

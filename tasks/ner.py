@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import gzip
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.batching import pad
 from harness.core.train_config import TrainConfig
 from harness.core.data import find_dataset
-from harness.core.measure import synchronize
+from harness.core.buckets import by_length
+from harness.core.measure import Stopwatch
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 
 CONLL_FILES = {"train": "eng.train.gz", "dev": "eng.testa.gz", "test": "eng.testb.gz"}
@@ -186,6 +187,18 @@ class NER(TrainedTask):
         "smoke": dict(steps=400, batch_size=32, seq_len=128, lr=3e-3, warmup_steps=40, eval_every=100),
         "full": dict(steps=10000, batch_size=32, seq_len=128, lr=1e-3, warmup_steps=500, eval_every=500),
     }
+    #: tokens_per_s (tagging on an evaluated split) is the engine's spec: higher is better
+    metric_specs = specs(
+        MetricSpec("precision", "higher", "score", "fraction", "seqeval entity precision, micro-averaged"),
+        MetricSpec("recall", "higher", "score", "fraction", "seqeval entity recall, micro-averaged"),
+        MetricSpec("f1", "higher", "score", "fraction", "seqeval entity F1, micro-averaged"),
+        MetricSpec("f1_*", "higher", "score", "fraction", "seqeval F1 of one entity type (f1_PER, f1_LOC, ...)"),
+        MetricSpec("f1_by_length", "higher", "per_length", "fraction",
+                   "entity F1 of the sentences with up to the stored number of tokens "
+                   "(and more than the previous bucket's)"),
+        MetricSpec("sentences_by_length", None, "info", "sentences", "sentences in the length bucket"),
+        MetricSpec("sentences_per_s", "higher", "efficiency", "sentences/s", "sentences tagged per second"),
+    )
     table_metrics = (("test", "f1"), ("dev", "f1"), ("test", "precision"), ("test", "recall"),
                      ("test", "sentences_per_s"))
     length_metric = "f1_by_length"
@@ -246,18 +259,13 @@ class NER(TrainedTask):
 
     def _batch(self, items, max_len: int | None = None) -> Batch:
         items = [tuple(x[:max_len] for x in item) for item in items] if max_len else items
-        B, T = len(items), max(len(item[0]) for item in items)
-        C = max(len(c) for item in items for c in item[1])
-        words = torch.zeros(B, T, dtype=torch.long)
-        chars = torch.zeros(B, T, C, dtype=torch.long)
-        shapes = torch.zeros(B, T, dtype=torch.long)
-        tags = torch.full((B, T), -100, dtype=torch.long)
-        mask = torch.zeros(B, T, dtype=torch.bool)
-        for i, (w, c, s, t) in enumerate(items):
-            n = len(w)
-            words[i, :n], shapes[i, :n], tags[i, :n], mask[i, :n] = w, s, t, True
-            for j, word in enumerate(c):
-                chars[i, j, :len(word)] = torch.tensor(word)
+        words, mask = pad([item[0] for item in items])
+        shapes, _ = pad([item[2] for item in items])
+        tags, _ = pad([item[3] for item in items], -100)
+        # every word's characters, padded, in the rows of the (sentence, word) positions of the mask
+        spelled, _ = pad([word for item in items for word in item[1]])
+        chars = torch.zeros(*mask.shape, spelled.shape[1], dtype=torch.long)
+        chars[mask] = spelled
         return {"words": words, "chars": chars, "shapes": shapes, "tags": tags, "mask": mask}
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
@@ -286,14 +294,14 @@ class NER(TrainedTask):
         out: list[list[str] | None] = [None] * len(items)
         size = self.options.eval_batch_size
         batches = [self._batch([items[i] for i in order[k:k + size]]) for k in range(0, len(order), size)]
-        synchronize(device)
-        started = time.perf_counter()
+        watch = Stopwatch(device)
+        watch.start()
         predicted = []
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             predicted.append(self.logits(model, batch).argmax(-1).cpu())
-        synchronize(device)
-        seconds = time.perf_counter() - started
+        watch.stop()
+        seconds = watch.elapsed
         for k, tags in zip(range(0, len(order), size), predicted):
             for row, i in enumerate(order[k:k + size]):
                 out[i] = [self.tags[t] for t in tags[row, :len(items[i][0])].tolist()]
@@ -314,12 +322,7 @@ class NER(TrainedTask):
         metrics += [Metric(split, f"f1_{kind}", scores["f1-score"]) for kind, scores in report.items()
                     if kind not in ("micro avg", "macro avg", "weighted avg")]
         if lengths:
-            low = 0
-            for edge in LENGTH_EDGES:
-                chosen = [i for i, g in enumerate(gold) if low < len(g) <= edge]
-                if chosen:
-                    f1 = f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen], zero_division=0)
-                    metrics += [Metric(split, "f1_by_length", f1, edge),
-                                Metric(split, "sentences_by_length", len(chosen), edge)]
-                low = edge
+            metrics += by_length(split, "f1_by_length", [len(g) for g in gold], LENGTH_EDGES,
+                                 lambda chosen: f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen],
+                                                         zero_division=0))
         return metrics

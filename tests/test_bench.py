@@ -14,7 +14,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from harness import bench
 from harness.bench import (
     BenchConfig,
-    LanguageModel,
+    bench_model,
     measure_cell,
     run_bench,
     train_flops_per_token,
@@ -50,22 +50,25 @@ def use_clock(monkeypatch, clock: FakeClock) -> None:
     monkeypatch.setattr(measure, "time", fake)  # measure's readings only; pytest keeps the real clock
 
 
-def expected_git_sha() -> str | None:
-    """HEAD's first 12 hex digits when the project is a git checkout, else None."""
+def git(*args) -> subprocess.CompletedProcess | None:
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except OSError:
         return None
-    return head.stdout.strip()[:12] if head.returncode == 0 else None
 
 
 def assert_git_sha(value: str) -> None:
-    head = expected_git_sha()
-    if head is None:
+    """A commit of this checkout (its first 12 hex digits, "-dirty" with changes), or "unknown"
+    where the project is not a git checkout."""
+    head = git("rev-parse", "HEAD")
+    if head is None or head.returncode != 0:
         assert value == "unknown"
-    else:
-        assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", value), value
-        assert value.split("-")[0] == head
+        return
+    assert re.fullmatch(r"[0-9a-f]{12}(-dirty)?", value), value
+    commit = git("rev-parse", "--verify", "--quiet", value[:12] + "^{commit}")
+    assert commit.returncode == 0, f"{value} is not a commit of this checkout"
+    # HEAD when it was read (or, should a commit land during the tests, one before it)
+    assert git("merge-base", "--is-ancestor", commit.stdout.strip(), "HEAD").returncode == 0, value
 
 
 def test_every_backbone_is_measured_in_every_phase(monkeypatch):
@@ -95,7 +98,7 @@ def test_flops_extend_exactly_from_short_lengths(arch):
     length = 40
     with torch.device("meta"):
         from architectures.sizing import build_backbone
-        model = LanguageModel(build_backbone(arch, "tiny", {}), 256)
+        model = bench_model(build_backbone(arch, "tiny", {}), 256)
     tokens = torch.zeros(1, length, dtype=torch.long, device="meta")
     counter = FlopCounterMode(display=False)
     with counter:
@@ -108,7 +111,7 @@ def test_recurrent_flops_are_six_per_weight_per_token():
     """Forward + backward of a matmul-only model: 6 FLOPs per weight per token (biases aside)."""
     with torch.device("meta"):
         from architectures.sizing import build_backbone
-        model = LanguageModel(build_backbone("lstm", "tiny", {}), 256)
+        model = bench_model(build_backbone("lstm", "tiny", {}), 256)
     weights = sum(p.numel() for n, p in model.named_parameters() if p.dim() == 2 and not n.startswith("embed"))
     assert train_flops_per_token("lstm", "tiny", {}, 256, 128) == pytest.approx(6 * weights, rel=0.01)
 
@@ -186,7 +189,7 @@ def test_activation_memory_is_linear_in_length_unless_attention_is_materialised(
     from harness.bench import _sdpa_backend, activation_bytes
 
     torch.manual_seed(0)
-    model = LanguageModel(build_backbone(arch, "tiny", {}), 256)
+    model = bench_model(build_backbone(arch, "tiny", {}), 256)
     with _sdpa_backend(backend):
         a1, a2, a4 = (activation_bytes(model, torch.randint(256, (2, n)), contextlib.nullcontext)
                       for n in (32, 64, 128))
@@ -217,5 +220,6 @@ def test_short_calls_are_repeated_until_they_add_up_to_min_seconds(monkeypatch):
     calls.clear()
     times = iter([8.0, 4.0, 2.0, 1.0])  # a warm-up call (untimed), then three timed ones
     assert median_seconds(lambda: call(next(times)), cpu, 1, 3, 0.0) == 2.0, "their median"
+    calls.clear()
     assert median_seconds(lambda: call(0.0), cpu, 0, 2, 1.0) == 0.0
     assert len(calls) == 100, "at most 100 calls, however short"

@@ -6,10 +6,14 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
+from architectures.sizing import build_backbone
+from harness.config import RunConfig
 from harness.core.registry import TASKS
 from harness.store import RunStore
-from tests.conftest import DATA_DIR, TINY_SETS, harness
+from tests.conftest import DATA_DIR, TINY_SETS, TINY_TRAIN, harness
+from tests.test_bench import assert_git_sha
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +33,27 @@ def test_smoke_run_records_every_number(smoke_store):
         mine = m[m.arch == arch]
         ppl = mine.query("split == 'test' and metric == 'ppl' and length == 16").value
         assert len(ppl) == 1 and 1 < ppl.iloc[0] < 33278
+        value = {}
         for split, metric in [("train", "tokens_per_s"), ("inference", "tokens_per_s"),
                               ("run", "peak_memory_mb"), ("run", "wall_time_s"),
                               ("run", "params_non_embedding")]:
-            value = mine[(mine.split == split) & (mine.metric == metric)].value
-            assert len(value) == 1 and value.iloc[0] > 0, (arch, split, metric)
+            values = mine[(mine.split == split) & (mine.metric == metric)].value
+            assert len(values) == 1, (arch, split, metric)
+            value[split, metric] = values.iloc[0]
+        # every step is timed (no warm-up under 10 steps) and so are five forward passes of one
+        # training batch, at least three of them as long as their median: all inside the run
+        steps, batch = TINY_TRAIN["steps"], TINY_TRAIN["batch_size"] * TINY_TRAIN["seq_len"]
+        timed = steps * batch / value["train", "tokens_per_s"] + 3 * batch / value["inference", "tokens_per_s"]
+        assert 0 < timed < value["run", "wall_time_s"], (arch, value)
+        # the resident set of a process with torch and WikiText-2 loaded, in MB (not kB, not bytes)
+        assert 100 < value["run", "peak_memory_mb"] < 64 * 1024, (arch, value)
+        cfg = RunConfig.model_validate_json(runs[runs.arch == arch].config.iloc[0])
+        backbone = build_backbone(cfg.arch, cfg.size, cfg.arch_options)
+        assert value["run", "params_non_embedding"] == backbone.num_parameters() > 0, arch
     info = json.loads(runs["info"].iloc[0])
-    assert {"git_sha", "device_name", "torch_version"} <= set(info["env"])
+    assert_git_sha(info["env"]["git_sha"])
+    assert info["env"]["torch_version"] == torch.__version__
+    assert info["env"]["device_name"].endswith(" threads)"), info["env"]
     assert info["memory_kind"].startswith("peak_rss") and info["batch_shape"] == [4, 16]
     for run_id in runs.run_id:
         folder = RunStore(smoke_store).run_dir(run_id)
@@ -113,7 +131,23 @@ def test_missing_dataset_says_what_where_and_how(tmp_path, capsys, monkeypatch):
     assert rc == 2
     assert "dataset 'wikitext2' not found" in err and str(empty / "wikitext2") in err
     assert "--data-dir" in err and "HARNESS_DATA_DIR" in err
-    assert RunStore(tmp_path / "r").runs().empty
+    assert not (tmp_path / "r").exists(), "a rejected command writes nothing, not even its invocation"
+
+
+@pytest.mark.parametrize("launcher", ["local", "local-workers", "ray"])
+def test_a_missing_dataset_stops_every_launcher_before_it_claims_a_run(tmp_path, monkeypatch, launcher):
+    from harness.core.data import MissingDataset
+    from harness.launchers import Launch, run_local, run_ray
+    from harness.sweep import expand
+
+    monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
+    monkeypatch.setattr("harness.core.data.CACHE_DIR", tmp_path / "cache")
+    store = RunStore(tmp_path / "r")
+    configs = expand(["gru"], ["agreement_lm"])
+    launch = Launch(data_dir=str(tmp_path / "nothing-here"), workers=2 if launcher == "local-workers" else None)
+    with pytest.raises(MissingDataset, match="wikitext2"):
+        (run_ray if launcher == "ray" else run_local)(configs, store, launch)
+    assert store.runs().empty and all(store.status(c.run_id) is None for c in configs)
 
 
 def test_all_tasks_and_set_expansion_in_a_dry_run(tmp_path, capsys):

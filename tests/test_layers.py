@@ -23,13 +23,14 @@ def test_the_layers_and_acyclic_contracts_hold():
     assert "2 kept, 0 broken" in done.stdout
 
 
-def test_the_engine_layer_names_every_module_of_harness_but_the_core():
+def test_the_face_and_engine_layers_name_every_module_of_harness_but_the_core():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
     layers = next(c for c in config["contracts"] if c["type"] == "layers")["layers"]
-    engine = {m.strip() for m in layers[0].split(":")}
+    face, engine = ({m.strip() for m in layer.split(":")} for layer in layers[:2])
     on_disk = {f"harness.{p.stem}" for p in (ROOT / "harness").glob("*.py") if p.stem != "__init__"}
-    assert engine == on_disk
-    assert layers[1:] == ["tasks", "architectures", "harness.core"]
+    assert face == {"harness.cli", "harness.__main__"} and not face & engine
+    assert face | engine == on_disk
+    assert layers[2:] == ["tasks", "architectures", "harness.core"]
 
 
 def test_a_backbone_importing_the_engine_breaks_the_contract(tmp_path):
@@ -41,3 +42,13 @@ def test_a_backbone_importing_the_engine_breaks_the_contract(tmp_path):
     done = _lint(tmp_path)
     assert done.returncode != 0
     assert "architectures.cnn -> harness.runner" in done.stdout
+
+
+def test_the_engine_importing_the_command_line_breaks_the_contract(tmp_path):
+    for name in ("harness", "tasks", "architectures"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    with open(tmp_path / "harness" / "tables.py", "a") as f:
+        f.write("\nfrom harness.cli import main  # noqa\n")
+    done = _lint(tmp_path)
+    assert done.returncode != 0 and "harness.tables -> harness.cli" in done.stdout

@@ -42,6 +42,8 @@ def test_every_entry_declares_what_the_harness_reads():
         else:
             assert {"smoke", "full"} <= set(cls.budgets)
             assert cls.budget("smoke", None) == cls.budgets["smoke"]
+            # the full budget reports whole splits (the smoke budget may score a prefix)
+            assert cls.budgets["full"].get("final_eval_tokens") is None
         for option, values in cls.sweep_axes.items():
             assert option in cls.Options.model_fields and values
 

@@ -51,13 +51,22 @@ def test_bad_sweep_files_exit_2_naming_the_problem(tmp_path, capsys, text, messa
 
 
 def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
-    files = sorted((ROOT / "results").glob("*.yaml"))
-    assert files
-    for path in files:
-        assert main(["sweep", str(path), "--results", str(tmp_path), "--dry-run", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "15 runs, 0 already finished, 15 to run" in out  # 5 position schemes × 3 probes
-    assert "transformer[position=alibi]" in out and "extrapolation/recall" in out
+    expected = {  # what the known studies plan
+        "positions_extrapolation.yaml": "15 runs, 0 already finished, 15 to run",  # 5 position schemes × 3 probes
+        # 5 backbones × 9 task variants (lm, agreement, agreement_lm, 3 extrapolation probes, figqa,
+        # wsc273, blimp_agreement) × 3 seeds
+        "study_cpu/study.yaml": "135 runs, 0 already finished, 135 to run",
+    }
+    files = sorted((ROOT / "results").rglob("*.yaml"))  # every study, in its own folder or not
+    names = [path.relative_to(ROOT / "results").as_posix() for path in files]
+    assert set(expected) <= set(names), names
+    for path, name in zip(files, names):
+        assert main(["sweep", str(path), "--results", str(tmp_path), "--dry-run", "--device", "cpu"]) == 0, name
+        out = capsys.readouterr().out
+        if name in expected:
+            assert expected[name] in out, name
+        if name == "positions_extrapolation.yaml":
+            assert "transformer[position=alibi]" in out and "extrapolation/recall" in out
 
 
 def test_sweep_runs_then_resumes_without_training(tmp_path, data_dir, capsys):

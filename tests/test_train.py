@@ -61,7 +61,45 @@ def test_learns_and_keeps_the_best_dev_checkpoint(lm_task):
     assert result.best_dev == min(scores)
     assert result.best_step == steps[scores.index(min(scores))]
     assert losses[40] < losses[1]
-    assert result.tokens_per_s > 0
+
+
+class Timed:
+    """Wraps a task so that, on a fake clock, each training loss takes one second and each
+    evaluation a hundred."""
+
+    def __init__(self, task, clock):
+        self.task, self.clock = task, clock
+
+    def __getattr__(self, name):
+        return getattr(self.task, name)
+
+    def loss(self, model, batch):
+        self.clock.now += 1.0
+        return self.task.loss(model, batch)
+
+    def evaluate(self, *args, **kwargs):
+        self.clock.now += 100.0
+        return self.task.evaluate(*args, **kwargs)
+
+
+def test_throughput_is_tokens_of_the_timed_steps_over_their_time(lm_task, monkeypatch):
+    """Warm-up steps (a tenth, at most 10) and evaluations are left out of tokens/s."""
+    import time
+    import types
+
+    from harness.core import measure
+
+    clock = types.SimpleNamespace(now=0.0)
+    fake = types.ModuleType("time")
+    fake.__dict__.update(vars(time))
+    fake.perf_counter = lambda: clock.now
+    monkeypatch.setattr(measure, "time", fake)  # the Stopwatch reads the fake clock
+    cfg = config(steps=20, eval_every=5)
+    result, _ = run(cfg, Timed(lm_task, clock))
+    assert clock.now == 20 * 1.0 + 4 * 100.0, "every step and each of the 4 evaluations ran"
+    timed_steps = 20 - 2
+    tokens = timed_steps * cfg.train.batch_size * cfg.train.seq_len
+    assert result.tokens_per_s == tokens / timed_steps == 64.0
 
 
 class NaNAt:

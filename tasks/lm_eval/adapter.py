@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from lm_eval.api.model import LM
 
+from harness.core.batching import pad_shifted
 from tasks.lm_eval.tokenizer import Tokenizer, wikitext_tokens  # noqa: F401 (re-exported)
 
 
@@ -39,15 +40,9 @@ class HarnessLM(LM):
         raise NotImplementedError("harness language models are scored, not sampled: use loglikelihood tasks")
 
     def _token_scores(self, inputs, targets, mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) log-probabilities of the targets, and whether each is the most probable token
-        (an adaptive softmax predicts its argmax without the full distribution)."""
-        model = self.model
-        h, wanted = model.states(inputs, mask)[mask], targets[mask]
-        if isinstance(model.head, torch.nn.AdaptiveLogSoftmaxWithLoss):
-            lp, best = model.head(h, wanted).output, model.head.predict(h)
-        else:
-            logits = model.head(h).float()
-            lp, best = logits.log_softmax(-1).gather(1, wanted[:, None]).squeeze(1), logits.argmax(-1)
+        """(B, T) log-probabilities of the targets, and whether each is the most probable token."""
+        h, wanted = self.model.states(inputs, mask)[mask], targets[mask]
+        lp, best = self.model.target_logprobs(h, wanted, argmax=True)
         scores = torch.zeros(targets.shape, device=h.device)
         greedy = torch.ones(targets.shape, dtype=torch.bool, device=h.device)
         scores[mask], greedy[mask] = lp.float(), best == wanted
@@ -62,16 +57,7 @@ class HarnessLM(LM):
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             sequences = [[self.tokenizer.eos, *pairs[i][0], *pairs[i][1]] for i in batch]
-            width = max(len(s) for s in sequences) - 1
-            inputs = torch.zeros(len(batch), width, dtype=torch.long)
-            targets = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.bool)
-            for row, seq in enumerate(sequences):
-                n = len(seq) - 1
-                inputs[row, :n] = torch.tensor(seq[:-1])
-                targets[row, :n] = torch.tensor(seq[1:])
-                mask[row, :n] = True
-            inputs, targets, mask = (t.to(self.device_) for t in (inputs, targets, mask))
+            inputs, targets, mask = (t.to(self.device_) for t in pad_shifted(sequences))
             scores, greedy = self._token_scores(inputs, targets, mask)
             for row, i in enumerate(batch):
                 n, m = int(mask[row].sum()), len(pairs[i][1])

@@ -30,7 +30,7 @@ import pydantic
 
 from harness.core.data import find_dataset
 from harness.core.registry import TASKS
-from harness.core.metrics import Metric
+from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
 
 TEMPLATES = Path(__file__).parent
@@ -64,6 +64,19 @@ class LMEvalSuite(ZeroShotTask):
     upstream = "lm"
     final_splits = ("suite",)  # one pass scores every lm-eval task; metrics name their own split
     scoring = "lm-eval"
+    #: the split of each metric is the lm-eval task (or the group averaged), its name what is measured
+    metric_specs = specs(
+        MetricSpec("accuracy", "higher", "score", "fraction",
+                   "lm-eval's acc on the lm-eval task named by the split, or the mean over a group of them"),
+        MetricSpec("ties", None, "info", "fraction",
+                   "share of items whose choices score the same (they differ only in words that read as "
+                   "<unk>): a property of the data and the lm vocabulary, the same for every backbone, so "
+                   "no ranking; lm-eval counts a tie as right when the right choice comes first"),
+        MetricSpec("items", None, "info", "items", "items scored"),
+        MetricSpec("lm_eval_version", None, "info", "", "the lm-eval task's version"),
+        MetricSpec("unk_rate", None, "info", "fraction",
+                   "share of the scored tokens that read as <unk> (data and vocabulary, not the backbone)"),
+    )
 
     def rendered(self) -> dict[str, str]:
         """lm-eval task name → its YAML, data paths filled in."""

@@ -1,1 +1,2 @@
-"""Interchangeable backbones; every module here is imported by the registry."""
+"""Interchangeable backbones, one file per family; the registry reads each module's
+``@ARCHITECTURES.register`` lines and imports a module when one of its names is first used."""

@@ -38,7 +38,9 @@ def caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
                 shapes.setdefault(config["task"], set()).add("×".join(map(str, info["batch_shape"])))
             if train.get("final_eval_tokens") is not None and cls.cuts_splits:
                 partial.setdefault(f"{config['task']}: {'/'.join(cls.final_splits)} scored on their first",
-                                   set()).add(f"{train['final_eval_tokens']:,}")
+                                   set()).add(f"{train['final_eval_tokens']:,} tokens")
+        if cls is not None and cls.scored_part(config["task_options"]):
+            partial.setdefault(f"{config['task']}: scored on", set()).add(cls.scored_part(config["task_options"]))
         if info.get("dtype"):
             dtypes.add(info["dtype"])
         if cls is not None and cls.kind == "zero_shot" and cls.scoring:
@@ -55,7 +57,7 @@ def caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
              f"budget: {_listed(budgets)}" if budgets else "",
              f"batch shape (sequences×length): {_listed(shapes)}" if shapes else "",
              f"dtype: {', '.join(sorted(dtypes))}" if dtypes else "",
-             "; ".join(f"{k} {', '.join(sorted(v))} tokens" for k, v in sorted(partial.items())),
+             "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(partial.items())),
              f"task versions: {_listed(versions)}" if versions else "",
              f"scoring: {_listed(scoring)}" if scoring else "",
              f"device: {'; '.join(env['device_name'])}", f"torch {', '.join(env['torch_version'])}",

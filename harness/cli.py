@@ -265,6 +265,8 @@ def cmd_list(args) -> int:
                    "fine_tuned": f"tunes {cls.upstream} runs",
                    "zero_shot": f"scores {cls.upstream} runs"}[cls.kind]
         print(f"  {name:16s} v{cls.version:3s} {budgets:20s}  {doc}")
+    for problem in ARCHITECTURES.problems() + TASKS.problems():
+        print(f"  unavailable: {problem}")
     print("size presets (non-embedding parameters):")
     for name, p in PRESETS.items():
         print(f"  {name:12s} {p.target_params:>12,d} params, {p.n_layers} layers")

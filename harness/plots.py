@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,11 +15,45 @@ import pandas as pd  # noqa: E402
 
 from harness.core.registry import TASKS  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
-from harness.rows import column_spec, columns, length_metric, row_labels, task_labels  # noqa: E402
+from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels  # noqa: E402
 
 MARKERS = "osD^v<>pP*X"
 LINESTYLES = ("-", "--", "-.", ":")
-Y_LABELS = {"lm": "test perplexity (window of this length)", "extrapolation": "test accuracy"}
+#: the column of training speed the Pareto figure plots against
+SPEED = "train tok/s"
+
+
+def metric_label(task: str, metric: str, split: str | None = None) -> str:
+    """An axis label for ``metric`` of task label ``task``: "<split> <metric> (<unit>)", the unit
+    from the metric's spec (no parentheses when the spec gives none)."""
+    unit = task_class(task).spec(metric).unit
+    name = f"{split} {metric}" if split else metric
+    return f"{name} ({unit})" if unit else name
+
+
+def direction(better: str | None) -> str:
+    return f"{better} is better" if better else "no better direction"
+
+
+def pareto_labels(panels: list[tuple[str, str]]) -> tuple[str, dict[str, dict[str, str]]]:
+    """The Pareto figure's title, and each panel's title, x and y label, for (task label, headline
+    column) pairs: metric, unit and direction from the spec of the column's metric."""
+    shown, seen = [], set()
+    for task, headline in panels:
+        spec = column_spec(task, headline)
+        text = f"{headline} ({direction(spec.better)})"
+        if text not in seen:
+            seen.add(text)
+            shown.append(text)
+    title = textwrap.fill(f"{', '.join(shown)} against training speed: mean over seeds (bars: std); "
+                          "line: the Pareto front", 160)
+    labels = {}
+    for task, headline in panels:
+        spec, speed = column_spec(task, headline), column_spec(task, SPEED)
+        labels[task] = {"title": f"{task}: {direction(spec.better)}",
+                        "x": f"training speed ({speed.unit})" if speed.unit else "training speed",
+                        "y": f"{headline} ({spec.unit})" if spec.unit else headline}
+    return title, labels
 
 
 def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,7 +116,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_title(task)
         ax.set_xlabel("sequence length")
-        ax.set_ylabel(Y_LABELS[task.split("/")[0]])
+        ax.set_ylabel(metric_label(task, length_metric(task), "test"))
     _legend(fig, colours)
     return _save(fig, out_dir, "extrapolation")
 
@@ -114,7 +149,7 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
         ax.axhline(0.5, color="black", linewidth=0.5)
         ax.set_title(f"{k} attractor{'s' if k != 1 else ''}")
         ax.set_xlabel("subject–verb distance")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(metric_label("agreement", f"accuracy_attractors_{k}", "test"))
         ax.set_xscale("log", base=2)
     for ax in list(axes.flat)[len(counts):]:
         ax.axis("off")
@@ -122,29 +157,37 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "agreement")
 
 
-def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
-    """Each training task's headline test metric against training tokens/s, one point per row
-    (mean over seeds, bars: std), the Pareto front (faster and better, in the direction the
-    metric's spec gives) joined by a line."""
+def _pareto_panels(store: RunStore) -> list[tuple[str, str, list]]:
+    """(task label, headline column, points) for each training task: a point per (row, size) with
+    the stats of its speed and of its headline column."""
     from harness.stats import summarise
 
-    values, runs = summarise(store)
+    values, _ = summarise(store)
     values = values[values.task.isin({t for t in values.task if TASKS.get(t.split("/")[0]).kind != "zero_shot"})]
     panels = []
     for task in sorted(set(values.task)):
         headline = next(iter(columns(task).values()))
         data = values[values.task == task].set_index(["label", "size", "column"])
-        points = [(label, size, data.loc[(label, size, "train tok/s")], data.loc[(label, size, headline)])
+        points = [(label, size, data.loc[(label, size, SPEED)], data.loc[(label, size, headline)])
                   for label, size in sorted({(lb, sz) for lb, sz, _ in data.index})
-                  if (label, size, "train tok/s") in data.index and (label, size, headline) in data.index]
+                  if (label, size, SPEED) in data.index and (label, size, headline) in data.index]
         if points:
             panels.append((task, headline, points))
+    return panels
+
+
+def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
+    """Each training task's headline test metric against training tokens/s, one point per row
+    (mean over seeds, bars: std), the Pareto front (faster and better, in the direction the
+    metric's spec gives) joined by a line."""
+    panels = _pareto_panels(store)
     if not panels:
         raise ValueError("no finished training runs with throughput and a test metric in the run store")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False, layout="constrained")
-    fig.suptitle("accuracy against speed: mean over seeds (bars: std); line: the Pareto front", fontsize=9)
+    title, panel_labels = pareto_labels([(task, headline) for task, headline, _ in panels])
+    fig.suptitle(title, fontsize=9)
     labels = sorted({f"{label} ({size})" for _, _, pts in panels for label, size, _, _ in pts})
     colours = _colours(labels)
     markers = {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(labels)}
@@ -166,9 +209,9 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
-        ax.set_title(task, fontsize=9)
-        ax.set_xlabel("training tokens/s")
-        ax.set_ylabel(f"{headline} ({better or 'no direction'}{' is better' if better else ''})", fontsize=8)
+        ax.set_title(panel_labels[task]["title"], fontsize=9)
+        ax.set_xlabel(panel_labels[task]["x"])
+        ax.set_ylabel(panel_labels[task]["y"], fontsize=8)
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
@@ -182,14 +225,22 @@ def _std(stats) -> float:
     return 0.0 if stats["count"] < 2 or pd.isna(stats["std"]) else stats["std"]
 
 
+#: bench column → panel title (the y label is the column's unit, from harness.render.BENCH_COLUMNS)
 BENCH_PANELS = {
-    "train_tokens_per_s": "training tokens/s",
-    "infer_tokens_per_s": "inference tokens/s (full sequence)",
-    "decode_tokens_per_s": "decoding tokens/s (one at a time)",
-    "train_peak_mb": "training peak memory (MB)",
-    "train_activations_mb": "activations saved for backward (MB)",
-    "decode_state_mb": "decoding state at full length (MB)",
+    "train_tokens_per_s": "training speed",
+    "infer_tokens_per_s": "inference speed (full sequence)",
+    "decode_tokens_per_s": "decoding speed (one at a time)",
+    "train_peak_mb": "training peak memory",
+    "train_activations_mb": "activations saved for backward",
+    "decode_state_mb": "decoding state at full length",
 }
+
+
+def bench_labels(key: str) -> dict[str, str]:
+    """Title, x and y label of the bench panel of column ``key``; units from the bench columns."""
+    from harness.render import bench_unit
+
+    return {"title": BENCH_PANELS[key], "x": f"sequence length ({bench_unit('length')})", "y": bench_unit(key)}
 
 
 def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -205,7 +256,7 @@ def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
     colours = _colours(rows.label)
     styles = {label: (MARKERS[i % len(MARKERS)], LINESTYLES[i % len(LINESTYLES)])
               for i, label in enumerate(sorted(colours))}
-    for ax, (key, title) in zip(axes.flat, BENCH_PANELS.items()):
+    for ax, key in zip(axes.flat, BENCH_PANELS):
         for label, group in sorted(rows.groupby("label"), key=lambda kv: kv[0]):
             data = group[["length", key]].dropna().sort_values("length") if key in group else group[[]]
             if data.empty:
@@ -215,9 +266,10 @@ def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
                     color=colours[label], label=label)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("sequence length (tokens)")
-        ax.set_ylabel("MB" if key.endswith("_mb") else "tokens/s")
+        labels = bench_labels(key)
+        ax.set_title(labels["title"], fontsize=9)
+        ax.set_xlabel(labels["x"])
+        ax.set_ylabel(labels["y"])
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     handles = [plt.Line2D([], [], color=colours[label], marker=styles[label][0], linestyle=styles[label][1],
                           markersize=4, label=label) for label in sorted(colours)]

@@ -42,9 +42,9 @@ def dev_better(task: str) -> str:
     """"higher" or "lower": which way the dev metric of ``task`` (a trained task) is better, by
     its spec."""
     cls = TASKS.get(task)
-    better = cls.spec(cls.dev_metric[0]).better
+    better = cls.spec(cls.dev_metric).better
     if better is None:
-        raise ValueError(f"task {task!r}: dev metric {cls.dev_metric[0]!r} has no better direction")
+        raise ValueError(f"task {task!r}: dev metric {cls.dev_metric!r} has no better direction")
     return better
 
 

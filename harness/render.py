@@ -74,21 +74,26 @@ def latex_table(table: pd.DataFrame, caption: str, marks: dict | None = None) ->
     return "\n".join(lines) + "\n"
 
 
-#: bench columns: row key → heading, and how to print it
+#: bench columns: row key → heading, how to print it, and the unit of its values
 BENCH_COLUMNS = {
-    "params_non_embedding": ("params", lambda v: f"{v / 1e6:.2f}M"),
-    "length": ("length", lambda v: f"{int(v)}"),
-    "train_tokens_per_s": ("train tok/s", lambda v: f"{v:,.0f}"),
-    "infer_tokens_per_s": ("inference tok/s", lambda v: f"{v:,.0f}"),
-    "decode_tokens_per_s": ("decode tok/s", lambda v: f"{v:,.0f}"),
-    "decode_ms_per_step": ("decode ms/step", lambda v: f"{v:.2f}"),
-    "train_peak_mb": ("train peak MB", lambda v: f"{v:,.0f}"),
-    "train_activations_mb": ("activations MB", lambda v: f"{v:,.1f}"),
-    "inference_peak_mb": ("inference peak MB", lambda v: f"{v:,.0f}"),
-    "decode_state_mb": ("decode state MB", lambda v: f"{v:,.2f}"),
-    "train_flops_per_token": ("train GFLOP/token", lambda v: f"{v / 1e9:.3f}"),
-    "mfu": ("MFU", lambda v: f"{100 * v:.1f}%"),
+    "params_non_embedding": ("params", lambda v: f"{v / 1e6:.2f}M", "parameters"),
+    "length": ("length", lambda v: f"{int(v)}", "tokens"),
+    "train_tokens_per_s": ("train tok/s", lambda v: f"{v:,.0f}", "tokens/s"),
+    "infer_tokens_per_s": ("inference tok/s", lambda v: f"{v:,.0f}", "tokens/s"),
+    "decode_tokens_per_s": ("decode tok/s", lambda v: f"{v:,.0f}", "tokens/s"),
+    "decode_ms_per_step": ("decode ms/step", lambda v: f"{v:.2f}", "ms"),
+    "train_peak_mb": ("train peak MB", lambda v: f"{v:,.0f}", "MB"),
+    "train_activations_mb": ("activations MB", lambda v: f"{v:,.1f}", "MB"),
+    "inference_peak_mb": ("inference peak MB", lambda v: f"{v:,.0f}", "MB"),
+    "decode_state_mb": ("decode state MB", lambda v: f"{v:,.2f}", "MB"),
+    "train_flops_per_token": ("train GFLOP/token", lambda v: f"{v / 1e9:.3f}", "FLOP/token"),
+    "mfu": ("MFU", lambda v: f"{100 * v:.1f}%", "fraction"),
 }
+
+
+def bench_unit(key: str) -> str:
+    """The unit of bench column ``key`` (bench rows are no runs, so they have no metric spec)."""
+    return BENCH_COLUMNS[key][2]
 
 
 def bench_label(row) -> str:
@@ -104,7 +109,7 @@ def bench_table(rows: pd.DataFrame, fmt: str = "md") -> str:
         return rows.to_csv(index=False)
     table = pd.DataFrame({"arch": rows.apply(bench_label, axis=1), "kernels": rows.get("kernels")})
     phase_of = {"train": "train", "infer": "inference", "inference": "inference", "decode": "decode"}
-    for key, (heading, show) in BENCH_COLUMNS.items():
+    for key, (heading, show, _) in BENCH_COLUMNS.items():
         if key not in rows or rows[key].isna().all():
             continue
         phase = phase_of.get(key.split("_")[0])

@@ -23,10 +23,17 @@ CHECKPOINT = "best.pt"
 
 
 def make_task(cfg: RunConfig, data_dir):
-    """A new task object for ``cfg``: one per run, so nothing one run computes reaches another
-    (each task module caches the loading of its files, so this is cheap)."""
+    """A task object for ``cfg`` that has loaded its data (to check it, or to export an upstream)."""
     cls = TASKS.get(cfg.task)
     return cls(cls.Options(**cfg.task_options), data_dir)
+
+
+def task_for_run(cfg: RunConfig, store: RunStore, data_dir):
+    """A new task object for one run of ``cfg``, built with its upstream run's model where its
+    kind needs it: one per run, so nothing one run computes reaches another (each task module
+    caches the loading of its files, so this is cheap)."""
+    cls = TASKS.get(cfg.task)
+    return cls.for_run(cls.Options(**cfg.task_options), data_dir, lambda: load_upstream(store, cfg, data_dir))
 
 
 def build_model(cfg: RunConfig, task) -> torch.nn.Module:
@@ -41,7 +48,7 @@ def load_trained(store: RunStore, run_id: str, data_dir=None) -> tuple[RunConfig
     if status != FINISHED:
         raise LookupError(f"run {run_id} is {status or 'not in the store'}; only finished runs have a model")
     cfg = _stored_config(store, run_id)
-    model = _initial_model(cfg, make_task(cfg, data_dir), store, data_dir)
+    model = _initial_model(cfg, task_for_run(cfg, store, data_dir))
     state = torch.load(store.run_dir(run_id) / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return cfg, model.eval()
@@ -60,18 +67,15 @@ def _stored_config(store: RunStore, run_id: str) -> RunConfig:
     return RunConfig.model_validate_json((store.run_dir(run_id) / "config.json").read_text())
 
 
-def _initial_model(cfg: RunConfig, task, store: RunStore, data_dir) -> torch.nn.Module:
-    """The model a trained run starts from: a fresh one from its seed, or, for a fine-tuned task,
-    its upstream run's trained model made ready by the task."""
-    if task.kind == "fine_tuned":
-        upstream = load_upstream(store, cfg, data_dir)
-        torch.manual_seed(cfg.seed)
-        return task.fine_tune_model(upstream)
-    return build_model(cfg, task)
+def _initial_model(cfg: RunConfig, task) -> torch.nn.Module:
+    """The model a trained run starts from, as its task's kind decides: a fresh one from the
+    run's seed, or the upstream run's trained model made ready by a fine-tuned task."""
+    torch.manual_seed(cfg.seed)
+    return task.initial_model(lambda: build_model(cfg, task))
 
 
 def _train_and_evaluate(cfg: RunConfig, task, run: "_Run") -> list[Metric]:
-    model = _initial_model(cfg, task, run.store, run.data_dir)
+    model = _initial_model(cfg, task)
     if cfg.upstream:
         run.info["upstream"] = cfg.upstream
     metrics = _describe(model, run.info)
@@ -160,7 +164,7 @@ def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None
     metrics: list[Metric] = []
     tracker = Tracker()
     try:
-        task = make_task(cfg, data_dir)
+        task = task_for_run(cfg, store, data_dir)
         info["task_version"] = task.version
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
         reset_peak_memory(device)

@@ -110,7 +110,7 @@ def train_model(model: torch.nn.Module, task, train: TrainConfig, device: torch.
     optimizer = make_optimizer(model, train)
     schedule = make_schedule(optimizer, train)
     batches = task.train_batches(train, generator)
-    lower_is_better = task.dev_metric[1]
+    lower_is_better = task.dev_lower_is_better()
 
     total = train.total_steps
     warmup = min(10, total // 10)  # steps left out of the throughput figure

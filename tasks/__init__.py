@@ -1,1 +1,2 @@
-"""Tasks; every module here is imported by the registry."""
+"""Tasks, one file per family; the registry reads each module's ``@TASKS.register`` lines and
+imports a module when one of its names is first used."""

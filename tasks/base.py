@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Iterator, Literal
+from typing import Callable, ClassVar, Iterator, Literal
 
 import pydantic
 import torch
@@ -74,6 +74,12 @@ class Task:
         self.options = options
         self.data_dir = data_dir
 
+    @classmethod
+    def for_run(cls, options: TaskOptions, data_dir, upstream: Callable[[], Upstream]) -> "Task":
+        """The task object for one run; ``upstream()`` loads the upstream run's model, for the
+        kinds that are built with it."""
+        return cls(options, data_dir)
+
     def info(self) -> dict:
         """Facts about the task's data stored with every result (e.g. a file's checksum)."""
         return {}
@@ -97,6 +103,12 @@ class Task:
         """The TrainConfig fields of budget ``name``; ``upstream``: the upstream run's."""
         raise NotImplementedError
 
+    @classmethod
+    def scored_part(cls, options: dict) -> str:
+        """How much of its data a run with these task options scores, when not all of it (stated
+        in table captions); "" when it scores everything."""
+        return ""
+
 
 class TrainedTask(Task):
     """Trained from scratch: the engine builds a backbone, ``build_model`` puts a head on it, and
@@ -105,8 +117,8 @@ class TrainedTask(Task):
     kind = "trained"
     #: budgets by name: TrainConfig fields
     budgets: dict[str, dict] = {}
-    #: the dev metric used to pick the best checkpoint, and whether lower is better
-    dev_metric: tuple[str, bool] = ("loss", True)
+    #: the dev metric that picks the best checkpoint; which way is better comes from its spec
+    dev_metric: str = "loss"
     #: split scored during training to pick the best checkpoint
     dev_split: str = "valid"
     #: True where ``evaluate`` scores only the first ``max_tokens`` of a split (``dev_eval_tokens``,
@@ -118,9 +130,14 @@ class TrainedTask(Task):
         return dict(cls.budgets[name])
 
     @classmethod
+    def dev_lower_is_better(cls) -> bool:
+        """Whether a lower dev metric is a better checkpoint, as the metric's spec says."""
+        return not cls.spec(cls.dev_metric).higher_is_better
+
+    @classmethod
     def dev_score(cls, metrics: list[Metric], train: TrainConfig) -> float:
         """The dev metric at the training length (or with no length)."""
-        name = cls.dev_metric[0]
+        name = cls.dev_metric
         for m in metrics:
             if m.split == cls.dev_split and m.name == name and m.length in (None, train.seq_len):
                 return m.value
@@ -129,9 +146,14 @@ class TrainedTask(Task):
     def build_model(self, backbone: nn.Module) -> nn.Module:
         raise NotImplementedError
 
+    def initial_model(self, fresh: Callable[[], nn.Module]) -> nn.Module:
+        """The model training starts from: ``fresh()``, a new model from the run's seed."""
+        return fresh()
+
     def as_upstream(self, model: nn.Module) -> Upstream:
-        """What a task that starts from this task's trained ``model`` receives."""
-        return Upstream(model=model, vocab=tuple(getattr(self, "vocab", ())))
+        """What a task that starts from this task's trained ``model`` receives (tasks that serve
+        as an upstream override this)."""
+        raise NotImplementedError(f"{type(self).__name__} is no upstream task: it exports nothing")
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         """Endless training batches in an order fixed by ``generator``."""
@@ -157,6 +179,15 @@ class FineTunedTask(TrainedTask):
     kind = "fine_tuned"
     upstream: ClassVar[str]
 
+    def __init__(self, options: TaskOptions, data_dir, pretrained: Upstream | None = None):
+        super().__init__(options, data_dir)
+        #: the upstream run's model and vocabulary; None only for a task built to check its data
+        self.pretrained = pretrained
+
+    @classmethod
+    def for_run(cls, options: TaskOptions, data_dir, upstream: Callable[[], Upstream]) -> "Task":
+        return cls(options, data_dir, upstream())
+
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:
         TASKS.get(cls.upstream).check_arch_options(arch_options)
@@ -164,8 +195,17 @@ class FineTunedTask(TrainedTask):
     def build_model(self, backbone: nn.Module) -> nn.Module:
         raise TypeError(f"{type(self).__name__} fine-tunes an upstream model; it builds none of its own")
 
+    def initial_model(self, fresh: Callable[[], nn.Module]) -> nn.Module:
+        return self.fine_tune_model(self._pretrained())
+
+    def _pretrained(self) -> Upstream:
+        if self.pretrained is None:
+            raise LookupError(f"{type(self).__name__} was built without its upstream run's model "
+                              "(build it with pretrained=..., as the engine does for a run)")
+        return self.pretrained
+
     def fine_tune_model(self, upstream: Upstream) -> nn.Module:
-        """The model to train, made from the upstream run's trained model (and its vocabulary)."""
+        """The model to train, made from the upstream run's trained model."""
         raise NotImplementedError
 
 

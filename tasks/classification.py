@@ -17,7 +17,7 @@ from torch import nn
 from harness.core.batching import pad
 from harness.core.train_config import TrainConfig
 from harness.core.metrics import Metric, MetricSpec, specs
-from tasks.base import Batch, TrainedTask, TaskOptions
+from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 
 PAD = "<pad>"
 
@@ -70,7 +70,7 @@ class ClassificationTask(TrainedTask):
         MetricSpec("examples", None, "info", "examples", "held-out examples scored on the split"),
     )
     table_metrics = (("test", "accuracy"), ("valid", "accuracy"))
-    dev_metric = ("accuracy", False)
+    dev_metric = "accuracy"
     length_metric = "accuracy"
     vocab: list[str]
     n_classes: int
@@ -92,10 +92,9 @@ class ClassificationTask(TrainedTask):
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         examples = self.split("train", train)
-        while True:
-            order = torch.randperm(len(examples), generator=generator).tolist()
-            for i in range(0, len(order) - train.batch_size + 1, train.batch_size):
-                yield collate([examples[j] for j in order[i:i + train.batch_size]])
+        what = getattr(type(self), "registered_name", type(self).__name__)
+        for batch in shuffled_batches(examples, train.batch_size, generator, what):
+            yield collate(batch)
 
     def loss(self, model: SequenceClassifier, batch: Batch) -> torch.Tensor:
         return F.cross_entropy(model(batch["tokens"], batch["mask"]).float(), batch["labels"])

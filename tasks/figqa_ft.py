@@ -99,12 +99,12 @@ class FigQAFineTuned(FineTunedTask):
         MetricSpec("items", None, "info", "items", "items scored"),
     )
     table_metrics = (("dev", "accuracy"), ("valid", "accuracy"))
-    dev_metric = ("accuracy", False)
+    dev_metric = "accuracy"
     dev_split = "valid"
     final_splits = ("valid", "dev")
 
-    def __init__(self, options: FigQAFTOptions, data_dir):
-        super().__init__(options, data_dir)
+    def __init__(self, options: FigQAFTOptions, data_dir, pretrained: Upstream | None = None):
+        super().__init__(options, data_dir, pretrained)
         folder = find_dataset(self.dataset, [f"{options.train_file}.csv", "dev.csv"], data_dir).resolve()
         rows = load_figqa(folder / f"{options.train_file}.csv")
         self.items = {
@@ -113,23 +113,24 @@ class FigQAFineTuned(FineTunedTask):
             "dev": list(load_figqa(folder / "dev.csv")),
         }
         self.encoded: dict[str, list] | None = None
+        self.unk_rate = None
+        if pretrained is not None:  # the lm model's vocabulary tokenises the items
+            tokenizer = Tokenizer(list(pretrained.vocab))
+            self.encoded = {split: [(tuple(tokenizer.split(r.start, " " + e) for e in r.endings), r.label)
+                                    for r in items] for split, items in self.items.items()}
+            self.eos = tokenizer.eos
+            self.unk_rate = tokenizer.unknown_rate
 
     def fine_tune_model(self, upstream: Upstream) -> nn.Module:
-        """The ``lm`` model itself is what is tuned; its vocabulary tokenises the items."""
-        tokenizer = Tokenizer(list(upstream.vocab))
-        self.encoded = {split: [(tuple(tokenizer.split(r.start, " " + e) for e in r.endings), r.label)
-                                for r in items] for split, items in self.items.items()}
-        self.eos = tokenizer.eos
-        self.unk_rate = tokenizer.unknown_rate
+        """The ``lm`` model itself is what is tuned."""
         return upstream.model
 
     def info(self) -> dict:
         sizes = {split: len(items) for split, items in self.items.items()}
-        return {"items": sizes, "unk_rate": getattr(self, "unk_rate", None)}
+        return {"items": sizes, "unk_rate": self.unk_rate}
 
     def _encoded(self, split: str) -> list:
-        if self.encoded is None:
-            raise RuntimeError("figqa_ft fine-tunes an lm model: call fine_tune_model first")
+        self._pretrained()  # the items are tokenised with the upstream model's vocabulary
         return self.encoded[split]
 
     def _batch(self, items: list, max_len: int) -> Batch:

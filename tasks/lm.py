@@ -16,6 +16,7 @@ from torch import nn
 from harness.core.train_config import TrainConfig
 from harness.core.data import find_dataset
 from harness.core.registry import TASKS
+from harness.core.buckets import by_length
 from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, TaskOptions, TrainedTask, Upstream
 
@@ -185,7 +186,7 @@ class WikiText2LM(TrainedTask):
     table_metrics = (("test", "ppl"), ("valid", "ppl"))
     table_at_train_length = True
     length_metric = "ppl"
-    dev_metric = ("ppl", True)
+    dev_metric = "ppl"
     dev_split = "valid"
     cuts_splits = True
     final_splits = ("valid", "test")
@@ -248,9 +249,11 @@ class WikiText2LM(TrainedTask):
             loss = float(nll_by_pos.sum() / count_by_pos.sum())
             metrics += [Metric(split, "loss", loss, W), Metric(split, "ppl", math.exp(loss), W)]
             if m == multiples[-1] and len(multiples) > 1:
-                start = 0
-                for end in (L * k for k in multiples):
-                    bucket = float(nll_by_pos[start:end].sum() / count_by_pos[start:end].sum())
-                    metrics.append(Metric(split, "ppl_by_position", math.exp(bucket), end))
-                    start = end
+                # the token at index i is at position i + 1; a bucket's indices are contiguous
+                def ppl(chosen: list[int], nll=nll_by_pos, count=count_by_pos) -> float:
+                    span = slice(chosen[0], chosen[-1] + 1)
+                    return math.exp(float(nll[span].sum() / count[span].sum()))
+
+                metrics += by_length(split, "ppl_by_position", range(1, W + 1), [L * k for k in multiples],
+                                     ppl, count=None)
         return metrics

@@ -155,7 +155,7 @@ class MT(TrainedTask):
     table_metrics = (("test", "bleu"), ("test", "chrf"), ("valid", "bleu"), ("test", "sentences_per_s"),
                      ("test", "ms_per_token"))
     length_metric = "bleu_by_length"
-    dev_metric = ("bleu", False)
+    dev_metric = "bleu"
     dev_split = "valid"
 
     def __init__(self, options: MTOptions, data_dir):

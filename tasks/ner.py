@@ -202,7 +202,7 @@ class NER(TrainedTask):
     table_metrics = (("test", "f1"), ("dev", "f1"), ("test", "precision"), ("test", "recall"),
                      ("test", "sentences_per_s"))
     length_metric = "f1_by_length"
-    dev_metric = ("f1", False)
+    dev_metric = "f1"
     dev_split = "dev"
     final_splits = ("dev", "test")
 

@@ -14,15 +14,24 @@ from tests.conftest import TINY_SETS, harness
 
 
 @pytest.fixture(scope="module")
-def task(data_dir, lm_task):
-    cls = TASKS.get("figqa_ft")
-    return cls(cls.Options(), data_dir)
-
-
-@pytest.fixture(scope="module")
 def lm(lm_task):
     torch.manual_seed(0)
     return LanguageModel(build_backbone("lstm", "tiny"), len(lm_task.corpus.vocab), LMOptions()).eval()
+
+
+@pytest.fixture(scope="module")
+def task(data_dir, lm_task, lm):
+    """Built, as a run's task is, with its upstream: the items are read with the lm vocabulary."""
+    cls = TASKS.get("figqa_ft")
+    return cls(cls.Options(), data_dir, lm_task.as_upstream(lm))
+
+
+def test_a_task_built_without_its_upstream_says_so_instead_of_training(data_dir):
+    cls = TASKS.get("figqa_ft")
+    bare = cls(cls.Options(), data_dir)  # what a sweep builds to check the data
+    assert len(bare.items["dev"]) == 1094
+    with pytest.raises(LookupError, match="built without its upstream run's model"):
+        next(bare.train_batches(None, torch.Generator()))
 
 
 def test_splits_keep_pairs_together_and_dev_apart(task):
@@ -37,7 +46,6 @@ def test_scores_are_the_zero_shot_log_likelihoods(task, lm, lm_task):
     pytest.importorskip("lm_eval")
     from tasks.lm_eval.adapter import HarnessLM
 
-    task.fine_tune_model(lm_task.as_upstream(lm))
     items = task.items["dev"][:24]
     adapter = HarnessLM(lm, lm_task.corpus.vocab, batch_size=7)
     expected = torch.tensor([[adapter._score([adapter.split(r.start, " " + e)])[0][0] for e in r.endings]
@@ -50,7 +58,6 @@ def test_scores_are_the_zero_shot_log_likelihoods(task, lm, lm_task):
 
 
 def test_accuracy_picks_the_higher_scored_ending_first_on_ties(task, lm, lm_task, monkeypatch):
-    task.fine_tune_model(lm_task.as_upstream(lm))
     batch = task._batch(task._encoded("dev"), max_len=64)
     with torch.no_grad():
         s = task.scores(lm, batch)
@@ -68,7 +75,6 @@ def test_accuracy_picks_the_higher_scored_ending_first_on_ties(task, lm, lm_task
 def test_fine_tuning_lowers_the_two_way_cross_entropy(task, lm_task):
     torch.manual_seed(1)
     model = LanguageModel(build_backbone("gru", "tiny"), len(lm_task.corpus.vocab), LMOptions())
-    task.fine_tune_model(lm_task.as_upstream(model))
     batch = task._batch(task._encoded("train")[:16], max_len=64)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     with torch.no_grad():
@@ -114,7 +120,6 @@ def test_harness_run_tunes_the_lm_run_and_reports_dev_accuracy(tmp_path, data_di
     changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, pretrained.state_dict()[k])]
     assert changed, "fine-tuning changed the language model's weights"
     # the stored dev accuracy is the tuned checkpoint's: its higher-scored ending, the first on a tie
-    task.fine_tune_model(lm_task.as_upstream(tuned))  # the lm run's vocabulary (WikiText-2's)
     right, dev = 0, task._encoded("dev")
     with torch.no_grad():
         for i in range(0, len(dev), task.options.eval_batch_size):

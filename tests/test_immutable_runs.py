@@ -2,17 +2,17 @@
 the same numbers in any order and a task reports its facts without having run."""
 import pytest
 
+from harness.rows import task_class
 from harness.store import RunStore
 from harness.sweep import expand, run_sweep
 from tests.conftest import TINY_TRAIN
 
-#: metrics that measure the machine, not the model
-TIMING = {"tokens_per_s", "wall_time_s", "peak_memory_mb", "sentences_per_s", "ms_per_token"}
-
 
 def _numbers(store: RunStore) -> dict:
+    """Every stored number but those that measure the machine, not the model: metrics whose spec
+    (from the run's task class) has the efficiency role."""
     m = store.metrics()
-    m = m[~m.metric.isin(TIMING)]
+    m = m[[task_class(task).spec(metric).role != "efficiency" for task, metric in zip(m.task, m.metric)]]
     return {(r.run_id, r.split, r.metric, None if r.length != r.length else int(r.length)): r.value
             for r in m.itertuples()}
 
@@ -42,13 +42,13 @@ def test_every_run_gets_a_task_object_of_its_own(data_dir, tmp_path, monkeypatch
     import harness.runner
 
     made = []
-    original = harness.runner.make_task
+    original = harness.runner.task_for_run
 
-    def recording(cfg, data_dir):
-        made.append(original(cfg, data_dir))
+    def recording(cfg, store, data_dir):
+        made.append(original(cfg, store, data_dir))
         return made[-1]
 
-    monkeypatch.setattr(harness.runner, "make_task", recording)
+    monkeypatch.setattr(harness.runner, "task_for_run", recording)
     configs = expand(["gru"], ["extrapolation"], seeds=[0, 1],
                      overrides={k: [v] for k, v in TINY_TRAIN.items()} | {"probe": ["parity"]})
     run_sweep(configs, RunStore(tmp_path), data_dir=data_dir, progress=False, log=lambda *a, **k: None)

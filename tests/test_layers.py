@@ -3,10 +3,13 @@ every engine module, and break when a lower layer imports a higher one."""
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 LINT = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
         "sys.exit(lint_imports_command())"]
@@ -33,22 +36,27 @@ def test_the_face_and_engine_layers_name_every_module_of_harness_but_the_core():
     assert layers[2:] == ["tasks", "architectures", "harness.core"]
 
 
-def test_a_backbone_importing_the_engine_breaks_the_contract(tmp_path):
+def _tree_with(tmp_path: Path, module: str, line: str) -> Path:
+    """A copy of the project's packages with ``line`` appended to ``module``."""
     for name in ("harness", "tasks", "architectures"):
         shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    with open(tmp_path / "architectures" / "cnn.py", "a") as f:
-        f.write("\nfrom harness.runner import execute  # noqa\n")
-    done = _lint(tmp_path)
+    with open(tmp_path / module, "a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    return tmp_path
+
+
+def test_a_backbone_importing_the_engine_breaks_the_contract(tmp_path):
+    done = _lint(_tree_with(tmp_path, "architectures/cnn.py", "from harness.runner import execute"))
     assert done.returncode != 0
     assert "architectures.cnn -> harness.runner" in done.stdout
 
 
 def test_the_engine_importing_the_command_line_breaks_the_contract(tmp_path):
-    for name in ("harness", "tasks", "architectures"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path)
-    with open(tmp_path / "harness" / "tables.py", "a") as f:
-        f.write("\nfrom harness.cli import main  # noqa\n")
-    done = _lint(tmp_path)
+    done = _lint(_tree_with(tmp_path, "harness/tables.py", "from harness.cli import main"))
     assert done.returncode != 0 and "harness.tables -> harness.cli" in done.stdout
+
+
+def test_the_contract_layer_importing_a_task_breaks_the_contract(tmp_path):
+    done = _lint(_tree_with(tmp_path, "harness/core/metrics.py", "import tasks.lm"))
+    assert done.returncode != 0 and "harness.core.metrics -> tasks.lm" in done.stdout

@@ -118,9 +118,8 @@ def test_what_tables_and_the_protocol_read_has_a_spec(name):
     if cls.length_metric:
         assert cls.spec(cls.length_metric).better is not None, "per-length figures need a direction"
     if cls.kind != "zero_shot":
-        metric, lower_is_better = cls.dev_metric
-        assert cls.spec(metric).better == ("lower" if lower_is_better else "higher"), \
-            "the checkpoint and best-lr choices go the way the dev metric's spec says"
+        assert cls.spec(cls.dev_metric).better is not None, "the dev metric picks checkpoints: it needs a direction"
+        assert cls.dev_lower_is_better() == (cls.spec(cls.dev_metric).better == "lower")
 
 
 def test_exact_names_win_over_patterns_and_unknown_names_are_named():
@@ -217,3 +216,22 @@ def test_the_caption_states_dtype_batch_shape_and_partial_splits(mt_store):
     table = make_table(mt_store)
     assert "lm: valid/test scored on their first 32,768 tokens" in table
     assert "batch shape (sequences×length): lm 4×16; mt 4×16" in table
+
+
+def test_the_caption_states_the_part_a_zero_shot_suite_scored(tmp_path):
+    store = RunStore(tmp_path)
+    lm = RunConfig(arch="gru", task="lm", train=TrainConfig(**{**TINY_TRAIN, "final_eval_tokens": None}))
+    _finished(store, lm, [Metric(split, "ppl", 100.0, lm.train.seq_len) for split in ("valid", "test")])
+    ml = RunConfig(arch="gru", task="marvin_linzen", task_options={"per_condition": 20}, train=lm.train,
+                   upstream=lm.run_id)
+    _finished(store, ml, [Metric("ml_simple_agrmt_sentence", "accuracy", 0.5)])
+    table = make_table(store)
+    assert "marvin_linzen: scored on the first 20 pairs of each condition" in table
+    assert "scored on their first" not in table, "lm scored whole splits"
+
+
+def test_the_checkpoint_goes_the_way_the_dev_metric_spec_says(monkeypatch):
+    lm = TASKS.get("lm")
+    assert lm.dev_lower_is_better()
+    monkeypatch.setattr(lm, "metric_specs", {**lm.metric_specs, "ppl": MetricSpec("ppl", "higher")})
+    assert not lm.dev_lower_is_better()

@@ -73,6 +73,28 @@ def test_entries_are_read_from_source_and_imported_on_first_use(tmp_path, monkey
         LAZY.get("broken")
 
 
+BROKEN = Registry("thing", "brokenpkg", "BROKEN", "harness.no_plugins_here")
+
+
+def test_an_unreadable_module_or_a_name_claimed_twice_spoils_only_itself(tmp_path, monkeypatch):
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("")
+    (tmp_path / "brokenpkg" / "fine.py").write_text(
+        "from tests.test_registry import BROKEN\n\n@BROKEN.register('fine')\nclass Fine:\n    pass\n")
+    (tmp_path / "brokenpkg" / "typo.py").write_text("def oops(:\n")
+    for name in ("one", "two"):
+        (tmp_path / "brokenpkg" / f"{name}.py").write_text(
+            f"from tests.test_registry import BROKEN\n\n@BROKEN.register('twice')\nclass C{name}:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert BROKEN.names() == ["fine"] and BROKEN.get("fine").__name__ == "Fine"
+    with pytest.raises(EntryUnavailable, match=r"'twice' is registered by more than one module "
+                                               r"\(brokenpkg.one:Cone, brokenpkg.two:Ctwo\)"):
+        BROKEN.get("twice")
+    with pytest.raises(UnknownName, match=r"unknown thing 'gone'.*brokenpkg.typo could not be read \(SyntaxError"):
+        BROKEN.get("gone")
+    assert len(BROKEN.problems()) == 2
+
+
 def test_a_target_must_name_module_and_object():
     reg = Registry("thing", "tasks", "THINGS", "harness.things")
     with pytest.raises(ValueError, match="not 'module:object'"):

@@ -128,7 +128,7 @@ def test_forced_nan_run_is_recorded_as_diverged(lm_task, tmp_path, monkeypatch):
     store = RunStore(tmp_path)
     cfg = config()
     assert store.claim(cfg)
-    monkeypatch.setattr("harness.runner.make_task", lambda cfg, data_dir: NaNAt(lm_task, 4))
+    monkeypatch.setattr("harness.runner.task_for_run", lambda cfg, store, data_dir: NaNAt(lm_task, 4))
     status = execute(cfg, store, progress=False)
     assert status == "diverged" and store.status(cfg.run_id) == "diverged"
     runs = store.runs()
@@ -148,7 +148,7 @@ def test_a_crash_is_recorded_as_failed_with_its_traceback(lm_task, tmp_path, mon
     store = RunStore(tmp_path)
     cfg = config()
     store.claim(cfg)
-    monkeypatch.setattr("harness.runner.make_task", lambda cfg, data_dir: Broken())
+    monkeypatch.setattr("harness.runner.task_for_run", lambda cfg, store, data_dir: Broken())
     assert execute(cfg, store, progress=False) == "failed"
     assert "boom in the loss" in store.runs().error.iloc[0]
 

@@ -25,12 +25,12 @@ T = TypeVar("T")
 class UnknownName(LookupError):
     """A name that is not registered; the message suggests the closest registered ones."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], note: str = ""):
         self.kind, self.name = kind, name
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         choices = ", ".join(sorted(known))
-        super().__init__(f"unknown {kind} {name!r}{hint} (known: {choices})")
+        super().__init__(f"unknown {kind} {name!r}{hint} (known: {choices}){note}")
 
     def __str__(self) -> str:  # LookupError would quote the message
         return self.args[0]
@@ -69,6 +69,10 @@ class Registry(Generic[T]):
         self.kind, self.package, self.symbol, self.group = kind, package, symbol, group
         self._targets: dict[str, str] = {}
         self._loaded: dict[str, T] = {}
+        #: name → every target that claims it, where more than one does (none of them is used)
+        self._conflicts: dict[str, list[str]] = {}
+        #: modules whose source could not be read, with why (their entries are unknown)
+        self.unreadable: dict[str, str] = {}
         self._discovered = False
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -94,9 +98,12 @@ class Registry(Generic[T]):
         self._targets[name] = target
 
     def _discover(self) -> None:
+        """Read the package's sources and the installed plugins once. A file that cannot be read
+        or a name claimed twice is kept aside and reported where it matters, so the other entries
+        still work."""
         if self._discovered:
             return
-        self._discovered = True
+        found: list[tuple[str, str]] = []
         spec = importlib.util.find_spec(self.package)
         for root in (spec.submodule_search_locations or []) if spec else []:
             for path in sorted(Path(root).rglob("*.py")):
@@ -104,19 +111,34 @@ class Registry(Generic[T]):
                 if parts[-1] == "__init__":
                     parts = parts[:-1]
                 module = ".".join((self.package, *parts))
-                for name, obj in _declared(path, self.symbol):
-                    self.add(name, f"{module}:{obj}")
-        for ep in importlib.metadata.entry_points(group=self.group):
-            self.add(ep.name, ep.value)
+                try:
+                    found += [(name, f"{module}:{obj}") for name, obj in _declared(path, self.symbol)]
+                except (SyntaxError, UnicodeDecodeError, OSError) as err:
+                    self.unreadable[module] = f"{type(err).__name__}: {err}"
+        found += [(ep.name, ep.value) for ep in importlib.metadata.entry_points(group=self.group)]
+        for name, target in found:
+            if name in self._conflicts:
+                self._conflicts[name].append(target)
+                continue
+            try:
+                self.add(name, target)
+            except ValueError:
+                self._conflicts[name] = [self._targets.pop(name), target] if name in self._targets else [target]
+        self._discovered = True
 
     def get(self, name: str) -> T:
         self._discover()
-        suggest(self.kind, name, self._targets)
+        if name in self._conflicts:
+            raise EntryUnavailable(f"{self.kind} {name!r} is registered by more than one module "
+                                   f"({', '.join(self._conflicts[name])}): rename one of them")
+        note = "".join(f"; {module} could not be read ({why})" for module, why in self.unreadable.items())
+        if name not in self._targets:
+            raise UnknownName(self.kind, name, self._targets, note)
         if name not in self._loaded:
             module, _, attr = self._targets[name].partition(":")
             try:
                 obj = getattr(importlib.import_module(module), attr)
-            except (ImportError, AttributeError) as err:
+            except Exception as err:  # a missing dependency, a broken module: only this entry
                 raise EntryUnavailable(f"{self.kind} {name!r} ({self._targets[name]}) cannot be "
                                        f"loaded: {type(err).__name__}: {err}") from err
             obj.registered_name = name
@@ -124,8 +146,16 @@ class Registry(Generic[T]):
         return self._loaded[name]
 
     def names(self) -> list[str]:
+        """Every usable name (a name claimed by two modules is left out: ``get`` says why)."""
         self._discover()
         return sorted(self._targets)
+
+    def problems(self) -> list[str]:
+        """What keeps entries out: names claimed twice, modules that cannot be read."""
+        self._discover()
+        return ([f"{self.kind} {n!r} is registered by more than one module ({', '.join(t)})"
+                 for n, t in sorted(self._conflicts.items())]
+                + [f"{module} could not be read: {why}" for module, why in sorted(self.unreadable.items())])
 
     def target(self, name: str) -> str:
         """The ``"module:object"`` an entry points at."""

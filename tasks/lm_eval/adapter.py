@@ -2,7 +2,7 @@
 them the way they score any other model.
 
 The ``lm`` task's models are word-level (WikiText-2's vocabulary); text is split the way WikiText
-was, and unknown words become ``<unk>`` (``tasks/wikitext_tokenizer.py``).
+was, and unknown words become ``<unk>`` (``tasks/lm_eval/tokenizer.py``).
 
 Every request is scored after ``<eos>``, the token that precedes every line in training.
 """

@@ -10,7 +10,7 @@
 
 The suites are lm-eval YAML tasks (``tasks/lm_eval/``), rendered with the resolved data folder and
 loaded with ``TaskManager(include_path=..., include_defaults=False)``, fully offline; the model is
-``harness.lm_eval_adapter.HarnessLM``. Reported per lm-eval task: lm-eval's ``acc`` (as the
+``tasks.lm_eval.adapter.HarnessLM``. Reported per lm-eval task: lm-eval's ``acc`` (as the
 community reports it), the fraction of ``ties`` (both choices scored the same, which happens when
 the words that differ are all outside the vocabulary and become ``<unk>``; lm-eval counts a tie as
 right when the first choice is the right one, as in BLiMP), and ``items``. The suite also reports
@@ -81,6 +81,11 @@ class LMEvalSuite(ZeroShotTask):
     def rendered(self) -> dict[str, str]:
         """lm-eval task name → its YAML, data paths filled in."""
         raise NotImplementedError
+
+    @classmethod
+    def scored_part(cls, options: dict) -> str:
+        limit = options.get("limit")
+        return f"the first {limit:,} items of each lm-eval task" if limit else ""
 
     def evaluate_upstream(self, upstream: Upstream, split: str) -> list[Metric]:
         from tasks.lm_eval.adapter import HarnessLM
@@ -196,6 +201,12 @@ class MarvinLinzen(LMEvalSuite):
                "| the shared prefix), for pairs that differ in one word (not the NPI tests)")
     table_metrics = tuple((f"{phenomenon}_{mode}", "accuracy") for phenomenon in MARVIN_LINZEN
                           for mode in ("sentence", "word") if (phenomenon, mode) != ("npi", "word"))
+
+
+    @classmethod
+    def scored_part(cls, options: dict) -> str:
+        parts = [f"the first {options['per_condition']:,} pairs of each condition"] if options.get("per_condition") else []
+        return ", ".join(parts + [p for p in [super().scored_part(options)] if p])
 
     def __init__(self, options: MarvinLinzenOptions, data_dir):
         super().__init__(options, data_dir)

@@ -1,0 +1,100 @@
+"""Plot labels come from the metric specs, not from metric names: the length and Pareto figures
+label their y axes "<metric> (<unit>)" and the Pareto title names each metric with the direction
+its spec gives; bench panels read their units from the bench columns."""
+import dataclasses
+
+import pytest
+
+import harness.plots as plots
+from harness.config import RunConfig
+from harness.core.metrics import Metric
+from harness.core.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.render import BENCH_COLUMNS
+from harness.store import FINISHED, RunStore
+from tests.conftest import TINY_TRAIN
+
+TRAIN = TrainConfig(**TINY_TRAIN)
+L = TRAIN.seq_len
+
+
+def _finished(store: RunStore, cfg: RunConfig, metrics: list[Metric]) -> None:
+    """Record a finished run without running it."""
+    assert store.claim(cfg)
+    efficiency = [Metric("run", "params_non_embedding", 1e5), Metric("train", "tokens_per_s", 1000.0 * (cfg.seed + 1)),
+                  Metric("inference", "tokens_per_s", 5000.0), Metric("run", "peak_memory_mb", 300.0)]
+    info = {"train_length": L, "dtype": "fp32", "batch_shape": [TRAIN.batch_size, L], "task_version": "1",
+            "env": {"device_name": "cpu", "torch_version": "x", "git_sha": "abc"}}
+    store.finish(cfg.run_id, FINISHED, metrics + efficiency, info)
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = RunStore(tmp_path)
+    for arch in ("gru", "lstm"):
+        for seed in (0, 1):
+            ppl = {L: 200.0 + seed, 2 * L: 300.0, 4 * L: 500.0}
+            _finished(store, RunConfig(arch=arch, task="lm", seed=seed, train=TRAIN),
+                      [Metric(split, "ppl", v, n) for split in ("valid", "test") for n, v in ppl.items()])
+            accuracy = {L: 0.9, 2 * L: 0.7 - 0.1 * seed}
+            _finished(store, RunConfig(arch=arch, task="extrapolation", seed=seed, task_options={"probe": "parity"},
+                                       train=TRAIN),
+                      [Metric("test", "accuracy", 0.8), Metric("valid", "accuracy", 0.85)]
+                      + [Metric("test", "accuracy", v, n) for n, v in accuracy.items()])
+    return store
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plot functions would save, kept open instead."""
+    made = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: made.append(fig) or [])
+    yield made
+    for fig in made:
+        plots.plt.close(fig)
+
+
+def test_length_figure_labels_its_y_axes_from_the_specs(store, figures, tmp_path):
+    plots.plot_extrapolation(store, tmp_path)
+    axes = {ax.get_title(): ax.get_ylabel() for ax in figures[0].axes}
+    assert axes == {"extrapolation/parity": "test accuracy (fraction)", "lm": "test ppl (perplexity)"}
+    assert plots.metric_label("lm", "ppl", "test") == "test ppl (perplexity)"
+    assert plots.metric_label("extrapolation/parity", "accuracy") == "accuracy (fraction)"
+
+
+def test_pareto_figure_names_each_metric_and_its_direction(store, figures, tmp_path):
+    plots.plot_pareto(store, tmp_path)
+    fig = figures[0]
+    title = fig.get_suptitle()
+    assert title.startswith("test accuracy (higher is better), test ppl (lower is better) against training speed")
+    assert "accuracy against speed" not in title
+    axes = {ax.get_title(): (ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_title()}
+    assert axes == {"extrapolation/parity: higher is better": ("training speed (tokens/s)", "test accuracy (fraction)"),
+                    "lm: lower is better": ("training speed (tokens/s)", "test ppl (perplexity)")}
+    panels = [(task, headline) for task, headline, _ in plots._pareto_panels(store)]
+    assert panels == [("extrapolation/parity", "test accuracy"), ("lm", "test ppl")]
+    assert plots.pareto_labels(panels) == (title, {
+        "extrapolation/parity": {"title": "extrapolation/parity: higher is better", "x": "training speed (tokens/s)",
+                                 "y": "test accuracy (fraction)"},
+        "lm": {"title": "lm: lower is better", "x": "training speed (tokens/s)", "y": "test ppl (perplexity)"}})
+
+
+def test_labels_follow_the_spec_not_the_name(store, figures, tmp_path, monkeypatch):
+    cls = TASKS.get("lm")
+    spec = dataclasses.replace(cls.metric_specs["ppl"], unit="exp(nats)", better="higher")
+    monkeypatch.setattr(cls, "metric_specs", {**cls.metric_specs, "ppl": spec})
+    plots.plot_extrapolation(store, tmp_path)
+    assert {ax.get_title(): ax.get_ylabel() for ax in figures[0].axes}["lm"] == "test ppl (exp(nats))"
+    title, labels = plots.pareto_labels([("lm", "test ppl")])
+    assert title.startswith("test ppl (higher is better) against training speed")
+    assert labels["lm"]["y"] == "test ppl (exp(nats))"
+
+
+def test_bench_panels_read_their_units_from_the_bench_columns(monkeypatch):
+    assert plots.bench_labels("train_peak_mb") == {"title": "training peak memory", "x": "sequence length (tokens)",
+                                                   "y": "MB"}
+    assert plots.bench_labels("decode_tokens_per_s")["y"] == "tokens/s"
+    assert all(plots.bench_labels(key)["y"] == BENCH_COLUMNS[key][2] for key in plots.BENCH_PANELS)
+    heading, show, _ = BENCH_COLUMNS["train_peak_mb"]
+    monkeypatch.setitem(BENCH_COLUMNS, "train_peak_mb", (heading, show, "GiB"))
+    assert plots.bench_labels("train_peak_mb")["y"] == "GiB", "the unit, not the key's _mb suffix"

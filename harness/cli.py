@@ -12,7 +12,10 @@ DEFAULT_RESULTS = os.environ.get("HARNESS_RESULTS", "runs")
 
 
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:  # `--arch ""` would select nothing and "succeed"
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {value!r}")
+    return items
 
 
 def _ints(value: str) -> list[int]:
@@ -29,6 +32,9 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
     parser.add_argument("--dry-run", action="store_true", help="print the plan without running it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the libraries' own progress bars, log lines and warnings (lm-eval, Ray, "
+                             "W&B, Hugging Face); without it they are silenced")
     parser.add_argument("--launcher", default="local",
                         help="local (this machine; one process per GPU) or ray (a Ray cluster)")
     parser.add_argument("--workers", type=int, default=None,
@@ -185,6 +191,9 @@ def cmd_run(args) -> int:
     tasks = selected_tasks(args.tasks)
     configs = expand(args.arch, tasks, size=args.size, seeds=args.seeds, budget=args.budget,
                      device=resolve_device(args.device), overrides=parse_overrides(args.overrides))
+    if not configs:
+        raise ValueError(f"nothing to run: --arch {','.join(args.arch)} --tasks {','.join(args.tasks)} "
+                         f"--seeds {','.join(map(str, args.seeds))} select no runs")
     return execute_plan(configs, args)
 
 
@@ -198,13 +207,17 @@ def cmd_sweep(args) -> int:
 
 
 def execute_plan(configs, args) -> int:
-    """Print (``--dry-run``) or run a list of configs, then print their table."""
+    """Print the plan, then (unless ``--dry-run``) run it with the libraries kept quiet (unless
+    ``-v``), and end with a summary a terminal can show and the full tables written to files."""
+    import time
+
     from harness.launchers import LAUNCHERS, Launch
     from harness.core.registry import suggest
     from harness.report import record_invocation
+    from harness.screen import duration, plan_lines, quiet, table_file_lines, write_tables
     from harness.store import RunStore
     from harness.sweep import check_datasets
-    from harness.tables import make_table
+    from harness.tables import summary_table
 
     suggest("launcher", args.launcher, LAUNCHERS)
     if args.launcher == "ray":
@@ -215,27 +228,33 @@ def execute_plan(configs, args) -> int:
     if args.workers is not None and args.workers < 1:
         raise ValueError("--workers must be at least 1")
     if args.dry_run:
-        store = RunStore(args.results)
+        store = RunStore(args.results, create=False, missing_ok=True)  # a plan creates nothing
         statuses = {c.run_id: store.status(c.run_id) for c in configs}
-        done = sum(status == "finished" for status in statuses.values())
-        print(f"{len(configs)} runs, {done} already finished, {len(configs) - done} to run")
+        print("\n".join(plan_lines(configs, store, args.retry_failed, args.workers)))
         for cfg in configs:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
-    check_datasets(configs, args.data_dir)  # a rejected command writes nothing, not even its record
-    store = RunStore(args.results)
-    record_invocation(store, args.argv, getattr(args, "file", None))
-    if args.no_progress:  # lm-eval's own bars too
-        os.environ.setdefault("TQDM_DISABLE", "1")
-    signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
-    launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
-                    progress=not args.no_progress, workers=args.workers, address=args.address,
-                    cpus_per_run=args.cpus_per_run)
-    summary = LAUNCHERS[args.launcher](configs, store, launch)
+    # the plan first, from the store as it is (read only: a rejected command writes nothing)
+    planned = RunStore(args.results, create=False, missing_ok=True)
+    print("plan: " + "\n".join(plan_lines(configs, planned, args.retry_failed, args.workers)), flush=True)
+    with quiet(verbose=args.verbose, progress=not args.no_progress):
+        check_datasets(configs, args.data_dir)  # a rejected command writes nothing, not even its record
+        store = RunStore(args.results)
+        record_invocation(store, args.argv, getattr(args, "file", None))
+        signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
+        launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
+                        progress=not args.no_progress, workers=args.workers, address=args.address,
+                        cpus_per_run=args.cpus_per_run)
+        started = time.perf_counter()
+        summary = LAUNCHERS[args.launcher](configs, store, launch)
     ran = ", ".join(f"{n} {status}" for status, n in summary.ran.items()) or "nothing"
-    print(f"\nran: {ran}; already recorded: {summary.skipped}\n")
-    print(make_table(store, "md", run_ids=[c.run_id for c in configs]))
+    took = f"; took {duration(time.perf_counter() - started)}" if summary.ran else ""
+    print(f"\nran: {ran}; already recorded: {summary.skipped}{took}\n")
+    run_ids = [c.run_id for c in configs]
+    print(summary_table(store, run_ids))
+    print()
+    print("\n".join(table_file_lines(write_tables(store, run_ids, store.root / "tables"))))
     return 0 if all(status == "finished" for status in summary.ran) else 1
 
 
@@ -277,7 +296,7 @@ def cmd_table(args) -> int:
     from harness.store import RunStore
     from harness.tables import length_table, make_table
 
-    store = RunStore(args.results)
+    store = RunStore(args.results, create=False)
     if args.by == "length":
         if not args.task:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
@@ -297,7 +316,7 @@ def cmd_plot(args) -> int:
 
     suggest("plot", args.kind, PLOTS)
     out = Path(args.output) if args.output else Path(args.results) / "plots"
-    paths = PLOTS[args.kind](RunStore(args.results), out)
+    paths = PLOTS[args.kind](RunStore(args.results, create=False), out)
     if args.wandb:
         log_to_wandb(paths, args.kind)
     for path in paths:
@@ -311,7 +330,7 @@ def cmd_report(args) -> int:
     from harness.report import write_report
     from harness.store import RunStore
 
-    path = write_report(RunStore(args.results), Path(args.out), wandb=args.wandb)
+    path = write_report(RunStore(args.results, create=False), Path(args.out), wandb=args.wandb)
     print(f"wrote {path} and {path.with_suffix('.html')}")
     return 0
 
@@ -320,7 +339,7 @@ def cmd_export(args) -> int:
     from harness.store import RunStore
     from harness.tables import export
 
-    text = export(RunStore(args.results), args.format)
+    text = export(RunStore(args.results, create=False), args.format)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)

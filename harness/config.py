@@ -3,15 +3,29 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import pydantic
 
+from harness.core.data import sha256_of
 from harness.core.registry import ARCHITECTURES, TASKS, suggest
 from harness.core.train_config import TrainConfig
 
 #: RunConfig fields that are left out of the run id while they are None
-OPTIONAL_FIELDS = ("upstream",)
+OPTIONAL_FIELDS = ("upstream", "inputs")
+
+
+def input_digests(task: str, task_options: dict) -> dict[str, str] | None:
+    """Option → SHA-256 of the file it names, for each of the task's ``input_files`` options that
+    names a file (None when none does). A file that does not exist is left out: the task's reader
+    reports it, naming it, before anything runs; one that cannot be read is a DataError."""
+    out = {}
+    for name in TASKS.get(task).input_files:
+        value = task_options.get(name)
+        if value and Path(str(value)).expanduser().exists():
+            out[name] = sha256_of(Path(str(value)).expanduser())
+    return out or None
 
 
 def task_label(task: str, task_options: dict) -> str:
@@ -43,6 +57,9 @@ class RunConfig(pydantic.BaseModel):
     train: TrainConfig
     #: run id of the run whose trained model this run scores (tasks with an upstream)
     upstream: str | None = None
+    #: task option → SHA-256 of the user's file it names (the task's ``input_files``), so the
+    #: content, not the path, decides the run; None for runs on the built-in datasets
+    inputs: dict[str, str] | None = None
 
     @pydantic.field_validator("arch")
     @classmethod
@@ -80,6 +97,9 @@ class RunConfig(pydantic.BaseModel):
         arch_opts = arch_cls.Options(**self.arch_options).model_dump(mode="json")
         task_opts = task_cls.Options(**self.task_options).model_dump(mode="json")
         task_cls.check_arch_options(arch_opts)
+        unknown = set(self.inputs or {}) - set(task_cls.input_files)
+        if unknown:
+            raise ValueError(f"inputs: {self.task} takes no input file option {', '.join(sorted(unknown))}")
         object.__setattr__(self, "arch_options", arch_opts)
         object.__setattr__(self, "task_options", task_opts)
         return self

@@ -98,11 +98,14 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     """Test metric against sequence length, one panel per task (lm and the synthetic probes)."""
     runs, metrics = _frame(store)
-    family = metrics.task.str.split("/").str[0]
+    empty = f"no length-bucketed results of lm or extrapolation in the run store {store.root}"
+    if metrics.empty:  # no finished runs: the task column is not even text
+        raise ValueError(empty)
+    family = metrics.task.astype(str).str.split("/").str[0]
     wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(["lm", "extrapolation"])
                      & (metrics.metric == metrics.task.map(length_metric))]
     if wanted.empty:
-        raise ValueError("no length-bucketed results of lm or extrapolation in the run store")
+        raise ValueError(empty)
     panels = sorted(set(wanted.task))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
                              layout="constrained")
@@ -125,10 +128,13 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     """Accuracy against subject–verb distance, one panel per number of attractors; each CNN's
     receptive field is marked with a dotted line in its colour."""
     runs, metrics = _frame(store)
+    empty = f"no agreement results in the run store {store.root}"
+    if metrics.empty:
+        raise ValueError(empty)
     cells = metrics[(metrics.task == "agreement") & (metrics.split == "test") & metrics.length.notna()
-                    & metrics.metric.str.startswith("accuracy_attractors_")]
+                    & metrics.metric.astype(str).str.startswith("accuracy_attractors_")]
     if cells.empty:
-        raise ValueError("no agreement results in the run store")
+        raise ValueError(empty)
     counts = sorted({int(m.rsplit("_", 1)[1]) for m in cells.metric})
     cols = min(3, len(counts))
     rows = math.ceil(len(counts) / cols)
@@ -182,7 +188,8 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
     metric's spec gives) joined by a line."""
     panels = _pareto_panels(store)
     if not panels:
-        raise ValueError("no finished training runs with throughput and a test metric in the run store")
+        raise ValueError("no finished training runs with throughput and a test metric in the run store "
+                         f"{store.root}")
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False, layout="constrained")

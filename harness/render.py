@@ -25,6 +25,11 @@ def number(x: float) -> str:
     return f"{x:.2f}"
 
 
+def params_text(count: float) -> str:
+    """A parameter count as millions, e.g. 0.50M."""
+    return "nan" if count is None or not math.isfinite(count) else f"{count / 1e6:.2f}M"
+
+
 def cell(mean: float, std: float, count: int) -> str:
     """A table cell: the mean, and ± the standard deviation when there are several seeds."""
     return number(mean) if count == 1 else f"{number(mean)} ± {number(std)}"

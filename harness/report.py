@@ -3,7 +3,9 @@ store, the environment the runs measured, and the commands that reproduce them."
 from __future__ import annotations
 
 import json
+import os
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +24,15 @@ def record_invocation(store: RunStore, argv: list[str], sweep_file: str | None =
     if sweep_file:
         entry["sweep_file"] = sweep_file
         entry["sweep_text"] = Path(sweep_file).read_text(encoding="utf-8")
-    with open(store.root / INVOCATIONS, "a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
+    line = (json.dumps(entry) + "\n").encode("utf-8")
+    fd = os.open(store.root / INVOCATIONS, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        end = os.lseek(fd, 0, os.SEEK_END)
+        if end and os.lseek(fd, end - 1, os.SEEK_SET) >= 0 and os.read(fd, 1) != b"\n":
+            line = b"\n" + line  # the last record was cut short: keep it off this one's line
+        os.write(fd, line)  # one write: a kill leaves the record whole or cut, never interleaved
+    finally:
+        os.close(fd)
 
 
 def _invocations(store: RunStore) -> list[dict]:
@@ -31,9 +40,19 @@ def _invocations(store: RunStore) -> list[dict]:
     if not path.is_file():
         return []
     entries, seen = [], set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        entry = json.loads(line)
-        key = (tuple(entry["argv"]), entry.get("sweep_text"))
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry["argv"], list) or not all(isinstance(a, str) for a in entry["argv"]):
+                raise TypeError("argv is not a list of strings")
+            key = (tuple(entry["argv"]), entry.get("sweep_text"))
+            hash(key)
+        except (ValueError, KeyError, TypeError) as err:  # e.g. a record cut short by a kill
+            warnings.warn(f"{path}:{number}: skipped an unreadable command record ({err}): {line[:80]!r}",
+                          stacklevel=2)
+            continue
         if key not in seen:
             seen.add(key)
             entries.append(entry)
@@ -89,7 +108,7 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     md = _markdown(store, runs, rendered, figures, out)
     path = out / "report.md"
     path.write_text(md, encoding="utf-8")
-    (out / "report.html").write_text(_html(md), encoding="utf-8")
+    (out / "report.html").write_text(_html(md, f"harness report: {store.root.name}"), encoding="utf-8")
     if wandb:
         _log_to_wandb(store, tables_dir, figures, out.name)
     return path
@@ -184,16 +203,59 @@ def _column_notes(runs: pd.DataFrame) -> list[str]:
     return lines + [note(heading, RUN_METRICS[metric]) for (_, metric), heading in EFFICIENCY.items()]
 
 
-def _html(md: str) -> str:
-    import markdown
+#: URL schemes a link or image of the HTML report may use (relative links have none)
+SAFE_SCHEMES = ("http", "https", "mailto")
 
-    body = markdown.markdown(md, extensions=["tables", "fenced_code"])
+
+def _safe_url(url: str) -> bool:
+    """Relative, or http(s)/mailto: never javascript:, data: or any other scheme (read as the
+    browser reads it: entities decoded, blanks and control characters dropped)."""
+    import html
+    import re
+
+    from markdown.util import AMP_SUBSTITUTE
+
+    decoded = html.unescape(url.replace(AMP_SUBSTITUTE, "&"))
+    cleaned = "".join(ch for ch in decoded if ch.isprintable() and not ch.isspace())
+    head = re.split(r"[/?#]", cleaned, maxsplit=1)[0]
+    return ":" not in head or head.split(":", 1)[0].lower() in SAFE_SCHEMES
+
+
+def _markdown_to_html(md: str) -> str:
+    """Markdown → HTML with every piece of text escaped: raw HTML in the Markdown (a store name, a
+    row label, a config value, an error message) is not passed through but shown as text, and a
+    link or image whose address has a scheme other than http(s)/mailto loses it. The one place
+    the report's untrusted text becomes HTML."""
+    import markdown
+    from markdown.extensions import Extension
+    from markdown.treeprocessors import Treeprocessor
+
+    class SafeLinks(Treeprocessor):
+        def run(self, root):
+            for element in root.iter():
+                for attribute in ("href", "src"):
+                    if element.get(attribute) is not None and not _safe_url(element.get(attribute)):
+                        element.set(attribute, "#")
+
+    class NoRawHtml(Extension):
+        def extendMarkdown(self, md):
+            md.preprocessors.deregister("html_block")
+            md.inlinePatterns.deregister("html")
+            md.treeprocessors.register(SafeLinks(md), "safe_links", -10)  # after every other
+
+    return markdown.markdown(md, extensions=["tables", "fenced_code", NoRawHtml()])
+
+
+def _html(md: str, title: str = "harness report") -> str:
+    import html
+
+    body = _markdown_to_html(md)
     style = ("body{font-family:sans-serif;max-width:80em;margin:2em auto;padding:0 1em;line-height:1.4}"
              "table{border-collapse:collapse;font-size:85%;margin:1em 0}"
              "th,td{border:1px solid #bbb;padding:2px 6px;text-align:right}"
              "th:first-child,td:first-child{text-align:left}img{max-width:100%}"
              "pre{background:#f4f4f4;padding:0.5em;overflow-x:auto}")
-    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>harness report</title>"
+    return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>\n{body}\n</body></html>\n")
 
 

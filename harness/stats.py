@@ -24,7 +24,8 @@ def summarise(store: RunStore, run_ids: list[str] | None = None,
     metrics = store.metrics()
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
-        metrics = metrics[metrics.run_id.isin(run_ids)]
+    # a run another process finished between the two reads has metrics but no row yet: wait for it
+    metrics = metrics[metrics.run_id.isin(runs.run_id)]
     labels = row_labels(runs, ignore)
     tasks = task_labels(runs)
     runs = runs.assign(label=runs.run_id.map(labels), task=runs.run_id.map(tasks))

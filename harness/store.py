@@ -47,15 +47,57 @@ CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
+class StoreError(ValueError):
+    """The run store cannot be used as asked: missing, not a folder, or not a run store's
+    database. The message names the path."""
+
+
+class MissingStore(StoreError):
+    """No run store at the path (a reader asked for one, so nothing was created)."""
+
+
 class RunStore:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, create: bool = True, missing_ok: bool = False):
+        """Open the store at ``root``. ``create``: make the folder and the database when they are
+        missing (writers); otherwise a missing store raises :class:`MissingStore` and nothing is
+        written, or, with ``missing_ok``, reads as an empty store that refuses writes (a dry run).
+        A path that is a file, or a database that is not a run store's, raises :class:`StoreError`."""
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / "runs.sqlite"
-        with self._connect() as conn:
-            conn.executescript(SCHEMA)
+        self._absent = False
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"run store {self.root} is not a folder (a run store is a folder holding "
+                             f"{self.path.name})")
+        if self.path.exists() and not self.path.is_file():
+            raise StoreError(f"run store database {self.path} is not a file")
+        if not self.path.exists():
+            if not create:
+                if missing_ok:
+                    self._absent = True
+                    return
+                raise MissingStore(f"no run store at {self.root} (no {self.path.name} there); "
+                                   "`harness run --results DIR` records one")
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise StoreError(f"cannot create run store {self.root}: {err.strerror or err}") from None
+        try:
+            if create:
+                with contextlib.closing(self._connect()) as conn:
+                    conn.executescript(SCHEMA)
+            else:  # read only: look before anything (journal mode included) is written
+                with contextlib.closing(sqlite3.connect(self.path, timeout=60)) as conn:
+                    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if not {"runs", "metrics"} <= tables:
+                    raise StoreError(f"{self.path} is not a run store's database (no runs and metrics tables)")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is not a run store's database: {err}") from None
 
     def _connect(self) -> sqlite3.Connection:
+        if self._absent:  # a missing store opened with missing_ok: reads see an empty one
+            conn = sqlite3.connect(":memory:", isolation_level=None)
+            conn.executescript(SCHEMA)
+            return conn
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA busy_timeout=60000")
@@ -66,6 +108,8 @@ class RunStore:
     def _transaction(self):
         """A write transaction that takes the database lock at once; committed unless it raises
         (a ``return`` inside commits what was written so far, which is nothing on early exits)."""
+        if self._absent:
+            raise StoreError(f"no run store at {self.root}: it was opened for reading only")
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -85,7 +129,7 @@ class RunStore:
         return self.root / "runs" / run_id
 
     def status(self, run_id: str) -> str | None:
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             row = conn.execute("SELECT status FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return row[0] if row else None
 
@@ -125,19 +169,19 @@ class RunStore:
 
     def release(self, run_id: str) -> None:
         """Forget a claimed run that was interrupted, so it is neither shown nor skipped."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             conn.execute("DELETE FROM runs WHERE run_id=? AND status=?", (run_id, RUNNING))
 
     def claimed_by(self, pid: int) -> list[str]:
         """Runs this host's process ``pid`` has claimed and not finished."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             rows = conn.execute("SELECT run_id FROM runs WHERE status=? AND host=? AND pid=?",
                                 (RUNNING, socket.gethostname(), pid)).fetchall()
         return [r[0] for r in rows]
 
     def record(self, run_id: str) -> dict:
         """One run's status, info, error and metrics, as plain data."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             status, info, error = conn.execute("SELECT status, info, error FROM runs WHERE run_id=?",
                                                (run_id,)).fetchone()
             metrics = conn.execute("SELECT split, metric, length, value FROM metrics WHERE run_id=?",
@@ -147,7 +191,7 @@ class RunStore:
 
     def runs(self) -> pd.DataFrame:
         """One row per recorded run (runs still in progress are left out)."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             frame = pd.read_sql_query(
                 "SELECT * FROM runs WHERE status != ? ORDER BY arch, task, size, seed",
                 conn, params=(RUNNING,))
@@ -155,7 +199,7 @@ class RunStore:
 
     def metrics(self) -> pd.DataFrame:
         """Long format: one row per run × split × metric × length, with the run's identity."""
-        with self._connect() as conn:
+        with contextlib.closing(self._connect()) as conn:
             return pd.read_sql_query(
                 "SELECT r.run_id, r.arch, r.label, r.task, r.size, r.seed, r.status,"
                 " m.split, m.metric, m.length, m.value"

@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from harness.config import RunConfig, task_arch_defaults
+from harness.config import RunConfig, input_digests, task_arch_defaults
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
@@ -62,9 +62,13 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
         if _apply(key, value, arch, task, train, {} if before else arch_opts, task_opts):
             used.add(key)
     where = f"{arch}/{task}"
-    return [*before, _validated(RunConfig, where, arch=arch, task=task, size=size, seed=seed, device=device,
-                                arch_options=arch_opts, task_options=task_opts,
-                                train=_validated(TrainConfig, where, **train), upstream=upstream)]
+    fields = dict(arch=arch, task=task, size=size, seed=seed, device=device, arch_options=arch_opts,
+                  task_options=task_opts, train=_validated(TrainConfig, where, **train), upstream=upstream)
+    cfg = _validated(RunConfig, where, **fields)
+    inputs = input_digests(task, cfg.task_options)  # the user's files by content: an edit is a new run
+    if inputs:
+        cfg = _validated(RunConfig, where, **fields, inputs=inputs)
+    return [*before, cfg]
 
 
 def _validated(model: type[pydantic.BaseModel], where: str, **fields):
@@ -134,7 +138,7 @@ def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
     """Load every dataset the configs need (once per task and options), so a missing or malformed
     one is reported before any run is claimed and the store stays untouched."""
     for cfg in configs:
-        key = (*task_key(cfg), str(data_dir))
+        key = (*task_key(cfg), json.dumps(cfg.inputs, sort_keys=True), str(data_dir))
         if key not in _CHECKED:
             make_task(cfg, data_dir)
             _CHECKED.add(key)
@@ -191,24 +195,32 @@ class SweepFile(pydantic.BaseModel):
 
 
 def load_sweep_file(path) -> SweepFile:
-    """Read and validate a sweep file; errors name the file (and the line, for YAML syntax)."""
+    """Read and validate a sweep file (plain, or gzipped when named ``.gz``); every problem is a
+    DataError naming the file (and the line, for YAML syntax)."""
     from pathlib import Path
 
+    from harness.core.data import DataError, read_text
+
     path = Path(path)
+    text = read_text(path)  # missing, unreadable, bad gzip, not UTF-8: DataError
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ValueError(f"cannot read sweep file {path}: {err.strerror}") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ValueError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        raise DataError(path, f"not valid YAML: {getattr(err, 'problem', None) or err}",
+                        mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise DataError(path, "not valid YAML: nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as err:  # a scalar YAML cannot build: 2020-99-99
+        raise DataError(path, f"not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a sweep file is a mapping (archs, tasks, sizes, seeds, baseline, changes)")
+        raise DataError(path, "a sweep file is a mapping (archs, tasks, sizes, seeds, baseline, changes)")
     try:
-        return SweepFile(**data)
+        return SweepFile.model_validate(data)
     except pydantic.ValidationError as err:
-        raise ValueError(f"{path}: invalid sweep file:\n{err}") from None
+        raise DataError(path, f"invalid sweep file:\n{err}") from None
+    except RecursionError:  # an alias cycle or deep nesting the validator cannot walk
+        raise DataError(path, "invalid sweep file: nested too deeply") from None
 
 
 def expand_sweep(sweep: SweepFile, device: str) -> list[RunConfig]:

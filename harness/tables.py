@@ -11,12 +11,13 @@ from harness.captions import caption, environments
 from harness.core.registry import TASKS, suggest
 from harness.protocol import PROTOCOLS, best_lr, dev_scores
 from harness.render import (FORMATS, bench_label, bench_table, cell, check_format, latex_escape, latex_table,
-                            number, render)
-from harness.rows import EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_labels
+                            number, params_text, render)
+from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
+                          task_labels)
 from harness.stats import ALPHA, STATS, rank_column, spread, summarise
 from harness.store import FINISHED, RunStore
 
-__all__ = ["make_table", "length_table", "export", "bench_table", "bench_label", "best_lr", "dev_scores",
+__all__ = ["make_table", "length_table", "export", "summary_table", "bench_table", "bench_label", "best_lr", "dev_scores",
            "rank_column", "summarise", "row_labels", "task_labels", "length_metric", "environments",
            "latex_escape", "latex_table", "number", "FORMATS", "PROTOCOLS", "STATS", "ALPHA", "EFFICIENCY"]
 
@@ -53,21 +54,27 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     if efficiency:
         trains = [t for t in set(runs.task) if TASKS.get(t.split("/")[0]).kind != "zero_shot"]
         runs, values = runs[runs.task.isin(trains)], values[values.task.isin(trains)]
-        values = values[values.column.isin(EFFICIENCY.values()) & (values.column != "params")]
+        values = values[values.column.isin(EFFICIENCY.values())]
     elif len(set(runs.task)) > 1:
         values = values[~values.column.isin(EFFICIENCY.values())]
     failed = (runs[runs.status != FINISHED].groupby(["label", "size", "task"]).status
               .agg(lambda s: ", ".join(f"{n} {st}" for st, n in s.value_counts().items())))
     rows = sorted({(r.label, r.size) for r in runs.itertuples()})
     tasks = sorted(set(runs.task))
+    # a parameter count means one model only within one task (heads differ, mt adds a decoder):
+    # a one-task table gives it per row; the efficiency table per task; the all-tasks table not
+    one_model = len(tasks) == 1
     if efficiency:
-        order = [(t, h) for t in tasks for h in EFFICIENCY.values() if h != "params"]
+        order = [(t, h) for t in tasks for h in EFFICIENCY.values() if h != "params" or not one_model]
     else:
         order = [(t, h) for t in tasks for h in columns(t).values()
-                 if h != "params" and (len(tasks) == 1 or h not in EFFICIENCY.values())]
-    params = row_params(store, runs)
-    index = pd.MultiIndex.from_tuples([(label, size, params.get((label, size), "—")) for label, size in rows],
-                                      names=["arch", "size", "params"])
+                 if h != "params" and (one_model or h not in EFFICIENCY.values())]
+    if one_model:
+        params = row_params(store, runs)
+        index = pd.MultiIndex.from_tuples([(label, size, params.get((label, size), "—")) for label, size in rows],
+                                          names=["arch", "size", "params"])
+    else:
+        index = pd.MultiIndex.from_tuples(rows, names=["arch", "size"])
     table = pd.DataFrame(index=index, columns=[f"{t}: {h}" for t, h in order], dtype=object)
     position = {(label, size): i for i, (label, size) in enumerate(rows)}
     numeric, samples = {}, {}
@@ -78,7 +85,8 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
         half = spread(v.std, v.count, stat)
         numeric[(v.label, v.size, col)] = (v.mean, v.std if v.count > 1 else float("nan"), v.count)
         samples.setdefault(col, {})[position[(v.label, v.size)]] = v.samples
-        table.iloc[position[(v.label, v.size)], table.columns.get_loc(col)] = cell(v.mean, half, v.count)
+        text = params_text(v.mean) if v.column == "params" else cell(v.mean, half, v.count)
+        table.iloc[position[(v.label, v.size)], table.columns.get_loc(col)] = text
     for (label, size, task), note in failed.items():
         for t, h in order:
             if t == task:
@@ -92,12 +100,18 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
         for row, mark in rank_column(by_row, spec.better if spec else None).items():
             marks[(row, col)] = mark
     table = table.dropna(axis=1, how="all").fillna("—")
+    if not one_model:
+        stated += ("; params: non-embedding parameters of each task's model" if efficiency else
+                   "; params: per task, in the one-task tables and the efficiency table (each task's "
+                   "model has its own head, mt's a decoder too, so one count per backbone would match none)")
     text = f"{stated}; {caption(runs, stat, samples)}"
     if fmt != "csv":
         return render(table.reset_index(), text, fmt, marks)
     flat = []
     for (label, size, col), (mean, std, n) in numeric.items():
         flat.append({"arch": label, "size": size, "column": col, "mean": mean, "std": std, "n": n})
+    if not flat:  # rows, but no number in any column (e.g. only failed runs)
+        return pd.DataFrame(rows, columns=["arch", "size"]).to_csv(index=False)
     wide = pd.DataFrame(flat).pivot_table(index=["arch", "size"], columns="column",
                                           values=["mean", "std"], dropna=False)
     wide.columns = [f"{col} {stat}" for stat, col in wide.columns]
@@ -140,3 +154,58 @@ def export(store: RunStore, fmt: str = "csv") -> str:
     if fmt == "jsonl":
         return frame.to_json(orient="records", lines=True)
     raise ValueError(f"unknown export format {fmt!r} (choose from csv, jsonl)")
+
+
+def summary_table(store: RunStore, run_ids: list[str] | None = None, width: int = 120) -> str:
+    """The end of a run's screen: backbones (and settings, sizes) as rows, one headline metric per
+    task as columns (the first of the task's ``table_metrics``), mean over seeds (± std when there
+    are several); plain text in blocks of columns no wider than ``width``. The full tables hold
+    every metric, the marks and the caption."""
+    values, runs = summarise(store, run_ids)
+    runs = runs[runs.task.map(lambda t: task_class(t) is not None)]
+    if runs.empty:
+        return "no runs recorded yet"
+    tasks = sorted(set(runs.task))
+    rows = sorted({(r.label, r.size) for r in runs.itertuples()})
+    several_sizes = len({size for _, size in rows}) > 1
+    names = [f"{label} ({size})" if several_sizes else label for label, size in rows]
+    failed = (runs[runs.status != FINISHED].groupby(["label", "size", "task"]).status
+              .agg(lambda s: ", ".join(f"{n} {st}" for st, n in s.value_counts().items())))
+    found = {(v.label, v.size, v.task, v.column): v for v in values.itertuples()}
+    arrow = {"higher": " ↑", "lower": " ↓"}
+    blocks = []
+    for task in tasks:
+        heading = next(iter(columns(task).values()))
+        spec = column_spec(task, heading)
+        cells = []
+        for label, size in rows:
+            v = found.get((label, size, task, heading))
+            text = "—" if v is None else number(v.mean) if v.count == 1 else f"{number(v.mean)} ± {number(v.std)}"
+            note = failed.get((label, size, task))
+            cells.append(note if v is None and note else f"{text} [{note}]" if note else text)
+        blocks.append([task, heading + arrow.get(spec.better if spec else None, ""), *cells])
+    first = ["", "", *names]
+    first_width = max(map(len, first))
+    parts, current, used = [], [], first_width
+    for column in blocks:
+        w = max(map(len, column))
+        if current and used + 2 + w > width:
+            parts.append(current)
+            current, used = [], first_width
+        current.append(column)
+        used += 2 + w
+    parts.append(current)
+    lines = []
+    for part in parts:
+        if lines:
+            lines.append("")
+        widths = [max(map(len, column)) for column in part]
+        for i in range(len(first)):
+            if i == 2:
+                lines.append("-" * (first_width + sum(2 + w for w in widths)))
+            lines.append((first[i].ljust(first_width) + "".join(
+                "  " + column[i].rjust(w) for column, w in zip(part, widths))).rstrip())
+    seeds = runs.groupby(["label", "size", "task"]).seed.nunique()
+    lines += ["", f"one headline metric per task (↑/↓: higher/lower is better); mean over seeds "
+                  f"(seeds per cell: {seeds.min()}–{seeds.max()}; ± std with several)"]
+    return "\n".join(lines)

@@ -69,6 +69,9 @@ class Task:
     final_splits: tuple[str, ...] = ("valid", "test")
     #: the task whose trained model this one starts from (fine-tuned and zero-shot kinds)
     upstream: ClassVar[str | None] = None
+    #: options that name files of the user's own (``--set path=FILE``): the SHA-256 of each file
+    #: given joins the run id (RunConfig.inputs), so an edited file is a new run
+    input_files: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: TaskOptions, data_dir: str | Path | None):
         self.options = options

@@ -14,7 +14,6 @@ split; the final numbers decode with beam search (``beam``, length-normalised by
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 from pathlib import Path
 from typing import Iterator, Literal
@@ -27,7 +26,7 @@ from torch import nn
 from architectures.sizing import build_backbone
 from harness.core.batching import pad, pad_shifted
 from harness.core.train_config import TrainConfig
-from harness.core.data import find_dataset
+from harness.core.data import ContentCache, DataError, decode_text, find_dataset, text_lines
 from tasks.decoding import beam_search, greedy, max_length
 from harness.core.buckets import by_length
 from harness.core.measure import Stopwatch
@@ -43,24 +42,30 @@ MULTI30K_TESTS = ("test_2016_flickr", "test_2017_flickr", "test_2017_mscoco", "t
 LENGTH_EDGES = (8, 12, 16, 20, 30, 1000)
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a text file (gzip or plain); an empty line names the file and line."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        lines = [line.rstrip("\n").rstrip("\r") for line in f]
+#: the lines of text files by path and content: a file edited in place is read again
+_LINES = ContentCache(32)
+
+
+def read_lines(path: Path) -> tuple[str, ...]:
+    """The lines of a text file (gzip or plain); anything unreadable, or an empty line, is a
+    ``DataError`` naming the file (and line)."""
+    return _LINES.get(path, _parse_lines)
+
+
+def _parse_lines(path: Path, data: bytes) -> tuple[str, ...]:
+    lines = text_lines(decode_text(path, data))
     for n, line in enumerate(lines, 1):
         if not line.strip():
-            raise ValueError(f"{path}:{n}: empty line (every line is one sentence)")
-    return lines
+            raise DataError(path, "empty line (every line is one sentence)", n)
+    return tuple(lines)
 
 
-@functools.lru_cache(maxsize=32)
 def read_parallel(src: Path, tgt: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Line-aligned source and target sentences."""
     a, b = read_lines(src), read_lines(tgt)
     if len(a) != len(b):
-        raise ValueError(f"misaligned parallel files: {src} has {len(a)} lines but {tgt} has {len(b)}")
-    return tuple(a), tuple(b)
+        raise DataError(tgt, f"misaligned parallel files: {src} has {len(a)} lines but {tgt} has {len(b)}")
+    return a, b
 
 
 @functools.lru_cache(maxsize=8)
@@ -132,6 +137,7 @@ class MT(TrainedTask):
     Options = MTOptions
     version = "1"
     dataset = "multi30k"
+    input_files = ("train_src", "train_tgt", "valid_src", "valid_tgt", "test_src", "test_tgt")
     arch_defaults = {"bidirectional": True}  # the encoder's; the decoder is always causal
     budgets = {
         # seq_len caps a training sentence in subword tokens; decoding is capped by max_len_a/b
@@ -163,11 +169,11 @@ class MT(TrainedTask):
         if options.train_src:
             paths = {"train": (options.train_src, options.train_tgt), "valid": (options.valid_src, options.valid_tgt),
                      "test": (options.test_src, options.test_tgt)}
-            paths = {k: (Path(a), Path(b)) for k, (a, b) in paths.items()}
+            paths = {k: (Path(a).expanduser(), Path(b).expanduser()) for k, (a, b) in paths.items()}
             for split, pair in paths.items():
-                for path in pair:
+                for path, side in zip(pair, ("src", "tgt")):
                     if not path.is_file():
-                        raise FileNotFoundError(f"mt: the {split} file {path} does not exist")
+                        raise DataError(path, f"the mt {split}_{side} file (--set {split}_{side}=...) does not exist")
         else:
             s, t = options.src, options.tgt
             names = {"train": "train", "valid": "val",

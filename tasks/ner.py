@@ -10,12 +10,14 @@ and per type, and F1 per sentence-length bucket. Tagging throughput is timed on 
 
 Tags are converted to BIO on reading: CoNLL-2003 is IOB1 (``B-`` only between two adjacent entities
 of one type). ``scheme=auto`` detects IOB1 from an ``I-`` tag that starts an entity.
+
+Some multilingual exports (WikiANN/PAN-X) write every token as ``xx:word``: a language prefix shared
+by every token of a file is stripped, with one line saying so (``keep_prefix=true`` keeps it).
 """
 from __future__ import annotations
 
-import functools
-import gzip
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ from torch import nn
 
 from harness.core.batching import pad
 from harness.core.train_config import TrainConfig
-from harness.core.data import find_dataset
+from harness.core.data import ContentCache, DataError, decode_text, find_dataset, text_lines
 from harness.core.buckets import by_length
 from harness.core.measure import Stopwatch
 from harness.core.registry import TASKS
@@ -37,6 +39,8 @@ from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
 
 CONLL_FILES = {"train": "eng.train.gz", "dev": "eng.testa.gz", "test": "eng.testb.gz"}
 TAG = re.compile(r"^(O|[BI]-\S+)$")
+#: a language prefix as multilingual exports write it (``en:``, ``zh-yue:``), before a token
+LANGUAGE_PREFIX = re.compile(r"^([a-z][a-z-]{1,15}:)(?=.)")
 #: sentence-length buckets (tokens): a bucket holds lengths up to its edge, above the previous one
 LENGTH_EDGES = (5, 10, 20, 30, 40, 60, 1000)
 PAD, UNK = "<pad>", "<unk>"
@@ -50,38 +54,57 @@ class Sentence:
     tags: tuple[str, ...]
 
 
-def _open(path: Path):
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+#: parsed CoNLL files by path and content: a file edited in place is read again
+_CONLL = ContentCache(16)
+#: files whose stripped prefix this process has announced
+_ANNOUNCED: set[tuple[str, str]] = set()
 
 
-@functools.lru_cache(maxsize=16)
 def read_conll(path: Path) -> tuple[tuple[Sentence, ...], tuple[int, ...]]:
-    """Sentences of a CoNLL file (token in the first column, tag in the last; blank lines end
-    sentences; ``-DOCSTART-`` lines are skipped), and the line each sentence starts on."""
+    """Sentences of a CoNLL file, plain or gzipped (token in the first column, tag in the last;
+    whitespace-only lines end sentences; ``-DOCSTART-`` lines are skipped), and the line each
+    sentence starts on. Anything unreadable is a ``DataError`` naming the file and line."""
+    return _CONLL.get(path, _parse_conll)
+
+
+def _parse_conll(path: Path, data: bytes) -> tuple[tuple[Sentence, ...], tuple[int, ...]]:
     sentences, starts = [], []
     words: list[str] = []
     tags: list[str] = []
-    with _open(path) as f:
-        for n, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields or fields[0] == "-DOCSTART-":
-                if words:
-                    sentences.append(Sentence(tuple(words), tuple(tags)))
-                words, tags = [], []
-                continue
-            if len(fields) < 2:
-                raise ValueError(f"{path}:{n}: expected a token and a tag, got {line.strip()!r}")
-            if not TAG.match(fields[-1]):
-                raise ValueError(f"{path}:{n}: tag {fields[-1]!r} is not O, B-TYPE or I-TYPE")
-            if not words:
-                starts.append(n)
-            words.append(fields[0])
-            tags.append(fields[-1])
+    for n, line in enumerate(text_lines(decode_text(path, data)), 1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(Sentence(tuple(words), tuple(tags)))
+            words, tags = [], []
+            continue
+        if len(fields) < 2:
+            raise DataError(path, f"expected a token and a tag, got {line.strip()!r}", n)
+        if not TAG.match(fields[-1]):
+            raise DataError(path, f"tag {fields[-1]!r} is not O, B-TYPE or I-TYPE", n)
+        if not words:
+            starts.append(n)
+        words.append(fields[0])
+        tags.append(fields[-1])
     if words:
         sentences.append(Sentence(tuple(words), tuple(tags)))
     if not sentences:
-        raise ValueError(f"{path}: no sentences")
+        raise DataError(path, "no sentences")
     return tuple(sentences), tuple(starts)
+
+
+def shared_prefix(sentences) -> str | None:
+    """The language prefix (``en:``) every token of ``sentences`` starts with, if there is one."""
+    first = LANGUAGE_PREFIX.match(sentences[0].words[0]) if sentences and sentences[0].words else None
+    if first is None:
+        return None
+    prefix = first.group(1)
+    ok = all(w.startswith(prefix) and len(w) > len(prefix) for s in sentences for w in s.words)
+    return prefix if ok else None
+
+
+def strip_prefix(sentences, prefix: str) -> tuple[Sentence, ...]:
+    return tuple(Sentence(tuple(w[len(prefix):] for w in s.words), s.tags) for s in sentences)
 
 
 def starts_entity_with_i(tags) -> bool:
@@ -130,6 +153,9 @@ class NEROptions(TaskOptions):
     test: str | None = None
     #: tagging scheme of the files: detected, or declared
     scheme: Literal["auto", "iob1", "bio"] = "auto"
+    #: True: keep a language prefix (``en:``) that every token of a file shares; unset (the
+    #: default): strip it. Unset stays out of the run id, so ids from before the option hold.
+    keep_prefix: bool | None = None
     #: training words seen fewer times than this read as <unk> (the characters still count)
     min_word_count: int = pydantic.Field(default=2, ge=1)
     #: probability of replacing a training word with <unk>, so <unk> is learned
@@ -147,6 +173,19 @@ class NEROptions(TaskOptions):
         if any(given) and not all(given):
             raise ValueError("give all three of train, dev and test files, or none (CoNLL-2003)")
         return self
+
+    @pydantic.field_validator("keep_prefix")
+    @classmethod
+    def _false_is_the_default(cls, v):
+        return True if v else None  # keep_prefix=false is the default: the same run, the same id
+
+    @pydantic.model_serializer(mode="wrap")
+    def _unset_stays_out(self, handler):
+        """Options added after run ids were frozen join the dump (and so the id) only when set."""
+        data = handler(self)
+        if data.get("keep_prefix") is None:
+            data.pop("keep_prefix", None)
+        return data
 
 
 class Tagger(nn.Module):
@@ -181,6 +220,7 @@ class NER(TrainedTask):
     Options = NEROptions
     version = "1"
     dataset = "conll2003"
+    input_files = ("train", "dev", "test")
     arch_defaults = {"bidirectional": True}
     budgets = {
         # seq_len caps a training sentence (CoNLL-2003's longest has 124 tokens); evaluation takes all
@@ -209,15 +249,26 @@ class NER(TrainedTask):
     def __init__(self, options: NEROptions, data_dir):
         super().__init__(options, data_dir)
         if options.train:
-            paths = {"train": Path(options.train), "dev": Path(options.dev), "test": Path(options.test)}
+            paths = {split: Path(getattr(options, split)).expanduser() for split in ("train", "dev", "test")}
             for split, path in paths.items():
                 if not path.is_file():
-                    raise FileNotFoundError(f"ner: the {split} file {path} does not exist")
+                    raise DataError(path, f"the ner {split} file (--set {split}=...) does not exist")
         else:
             folder = find_dataset(self.dataset, list(CONLL_FILES.values()), data_dir).resolve()
             paths = {split: folder / name for split, name in CONLL_FILES.items()}
         self.paths = paths
         self.sentences = {split: read_conll(path.resolve())[0] for split, path in paths.items()}
+        self.prefixes = {}
+        if not options.keep_prefix:
+            for split, path in paths.items():
+                prefix = shared_prefix(self.sentences[split])
+                if prefix:
+                    self.prefixes[split] = prefix
+                    self.sentences[split] = strip_prefix(self.sentences[split], prefix)
+                    if (str(path), prefix) not in _ANNOUNCED:
+                        _ANNOUNCED.add((str(path), prefix))
+                        print(f"ner: every token of {path} starts with {prefix!r}: stripped "
+                              "(--set keep_prefix=true keeps it)", file=sys.stderr, flush=True)
         every = [s.tags for split in self.sentences.values() for s in split]
         self.scheme = options.scheme if options.scheme != "auto" else (
             "iob1" if any(starts_entity_with_i(t) for t in every) else "bio")
@@ -225,8 +276,8 @@ class NER(TrainedTask):
             for split, path in paths.items():
                 for sentence, line in zip(*read_conll(path.resolve())):
                     if starts_entity_with_i(sentence.tags):
-                        raise ValueError(f"{path}:{line}: an I- tag starts an entity, which BIO does not allow "
-                                         "(declare scheme=iob1, or fix the file)")
+                        raise DataError(path, "an I- tag starts an entity, which BIO does not allow "
+                                        "(declare scheme=iob1, or fix the file)", line)
         else:
             self.sentences = {split: tuple(Sentence(s.words, iob1_to_bio(s.tags)) for s in sents)
                               for split, sents in self.sentences.items()}
@@ -243,6 +294,7 @@ class NER(TrainedTask):
 
     def info(self) -> dict:
         return {"scheme_read": self.scheme, "files": {k: str(v) for k, v in self.paths.items()},
+                **({"prefix_stripped": self.prefixes} if self.prefixes else {}),
                 "sentences": {k: len(v) for k, v in self.sentences.items()}, "tags": self.tags,
                 "vocabulary": len(self.words)}
 

@@ -101,9 +101,12 @@ def test_seeds_are_averaged_in_the_table(tmp_path, data_dir, capsys):
                  "--data-dir", data_dir, "--device", "cpu", "--no-progress", *TINY_SETS, "--set", "steps=3")
     assert rc == 0
     out = capsys.readouterr().out
-    row = next(line for line in out.splitlines() if line.startswith("| cnn"))
+    assert "seeds per cell: 2–2" in out and "±" in next(line for line in out.splitlines() if line.startswith("cnn"))
+    table = (tmp_path / "tables" / "results.md").read_text()  # the full table, named on the screen
+    assert str(tmp_path / "tables" / "results.md") in out
+    row = next(line for line in table.splitlines() if line.startswith("| cnn"))
     assert row.count("±") >= 4  # ppl, ppl, throughput, throughput, memory: mean ± std over 2 seeds
-    assert "seeds per cell: 2–2" in out
+    assert "seeds per cell: 2–2" in table
 
 
 @pytest.mark.parametrize("args,message", [

@@ -82,6 +82,7 @@ def test_plots_are_written_as_png_and_pdf(store_dir, tmp_path, kind, capsys, mon
 
 
 def test_plot_without_results_says_so(tmp_path, capsys):
+    RunStore(tmp_path)  # an empty store (a folder without one is a missing store: another error)
     assert harness("plot", "agreement", "--results", tmp_path) == 2
     assert "no agreement results" in capsys.readouterr().err
     assert harness("plot", "agreemnt", "--results", tmp_path) == 2

@@ -1,8 +1,17 @@
-"""Where datasets come from: ``--data-dir``, then ``$HARNESS_DATA_DIR``, then the user cache."""
+"""Where datasets come from: ``--data-dir``, then ``$HARNESS_DATA_DIR``, then the user cache; and
+how a data file is read: ``DataError`` names the file (and line) of anything that cannot be read."""
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 import os
+import zlib
+from collections import OrderedDict
 from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness" / "data"
 
@@ -34,3 +43,90 @@ def find_dataset(name: str, files: list[str], data_dir: str | Path | None) -> Pa
         f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
         f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those "
         f"files (DIR/{name}/SOURCE.md in the shared data folder says where they come from).")
+
+
+class DataError(ValueError):
+    """A data file that cannot be read or parsed: names the file and, where there is one, the line
+    (``path:line: message``). A ValueError, so the command line reports it as an error (exit 2)."""
+
+    def __init__(self, path, message: str, line: int | None = None):
+        self.path = Path(path)
+        self.line = line
+        self.message = message
+        where = f"{path}:{line}" if line else str(path)
+        super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # picklable (worker processes, Ray)
+        return type(self), (self.path, self.message, self.line)
+
+
+def read_bytes(path) -> bytes:
+    """The bytes of a file; a missing or unreadable file is a DataError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except IsADirectoryError:
+        raise DataError(path, "is a folder, not a file") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read the file ({err.strerror or err})") from None
+
+
+def sha256_of(path) -> str:
+    """The SHA-256 of a file's bytes (as stored: a ``.gz`` file's compressed bytes)."""
+    return hashlib.sha256(read_bytes(path)).hexdigest()
+
+
+def decode_text(path, data: bytes) -> str:
+    """``data`` (the bytes of ``path``) as text: gunzipped when the name ends in ``.gz``, UTF-8.
+    A bad gzip stream or an invalid byte is a DataError naming the file (and the byte's line)."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:  # BadGzipFile is an OSError; truncation, EOFError
+            raise DataError(path, f"not a valid gzip file ({err or type(err).__name__})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        before = data[:err.start].decode("utf-8")
+        line = before.replace("\r\n", "\n").replace("\r", "\n").count("\n") + 1
+        raise DataError(path, f"not UTF-8 text (byte {data[err.start]:#04x})", line) from None
+
+
+def read_text(path) -> str:
+    """A text file, plain or gzipped, as ``decode_text`` reads it."""
+    return decode_text(path, read_bytes(path))
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of ``text`` as a file opened in text mode yields them (universal newlines:
+    ``\\n``, ``\\r\\n`` and ``\\r`` end a line), without their line ends."""
+    return [line.rstrip("\n") for line in io.StringIO(text, newline=None)]
+
+
+class ContentCache:
+    """Parsed files keyed by path *and* content (SHA-256), so a file edited in place is parsed
+    again; the ``size`` most recently used entries are kept."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+
+    def get(self, path, parse: Callable[[Path, bytes], T], *key) -> T:
+        """``parse(path, data)``, or what it returned for the same path, content and ``key``."""
+        path = Path(path)
+        data = read_bytes(path)
+        full = (str(path), hashlib.sha256(data).hexdigest(), *key)
+        if full in self._entries:
+            self._entries.move_to_end(full)
+            return self._entries[full]
+        value = parse(path, data)
+        self._entries[full] = value
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()

@@ -8,8 +8,9 @@
 - ``minimal_pairs``: your own JSONL file of ``sentence_good``/``sentence_bad`` pairs
   (``--set path=FILE``), scored like BLiMP; its SHA-256 is stored with the result.
 
-The suites are lm-eval YAML tasks (``tasks/lm_eval/``), rendered with the resolved data folder and
-loaded with ``TaskManager(include_path=..., include_defaults=False)``, fully offline; the model is
+The suites are lm-eval YAML tasks (``tasks/lm_eval/``), rendered with the resolved data folder (as
+data: each template is parsed, its ``@FIELD@`` placeholders filled in the parsed values, and the result
+dumped by a YAML library, so a path can never add YAML of its own) and loaded with ``TaskManager(include_path=..., include_defaults=False)``, fully offline; the model is
 ``tasks.lm_eval.adapter.HarnessLM``. Reported per lm-eval task: lm-eval's ``acc`` (as the
 community reports it), the fraction of ``ties`` (both choices scored the same, which happens when
 the words that differ are all outside the vocabulary and become ``<unk>``; lm-eval counts a tie as
@@ -18,7 +19,6 @@ right when the first choice is the right one, as in BLiMP), and ``items``. The s
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pydantic
 
-from harness.core.data import find_dataset
+from harness.core.data import DataError, decode_text, find_dataset, read_bytes, text_lines
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
+from tasks.lm_eval.templates import TEMPLATES, render
 
-TEMPLATES = Path(__file__).parent
 
 #: BLiMP's agreement paradigms, by phenomenon (the "linguistics_term" of their rows)
 BLIMP_AGREEMENT = {
@@ -129,13 +129,6 @@ class LMEvalSuite(ZeroShotTask):
         return []
 
 
-def _render(template: str, **fields) -> str:
-    text = (TEMPLATES / template).read_text(encoding="utf-8")
-    for key, value in fields.items():
-        text = text.replace(f"@{key}@", str(value))
-    return text
-
-
 class _DataFolderSuite(LMEvalSuite):
     """A suite of YAML files in ``tasks/lm_eval/`` that read one dataset folder (``@DATA_DIR@``)."""
 
@@ -149,7 +142,7 @@ class _DataFolderSuite(LMEvalSuite):
         self.folder = find_dataset(self.dataset, [self.required], data_dir).resolve().parent
 
     def rendered(self) -> dict[str, str]:
-        return {name: _render(f"{name}.yaml", DATA_DIR=self.folder) for name in self.yaml_tasks}
+        return {name: render(f"{name}.yaml", DATA_DIR=self.folder) for name in self.yaml_tasks}
 
 
 @TASKS.register("figqa")
@@ -230,10 +223,10 @@ class MarvinLinzen(LMEvalSuite):
         folder = self.folder or Path("@FOLDER@")
         out = {}
         for test in self.pairs:
-            out[f"ml_{test}_sentence"] = _render("minimal_pair.yaml", TASK=f"ml_{test}_sentence",
+            out[f"ml_{test}_sentence"] = render("minimal_pair.yaml", TASK=f"ml_{test}_sentence",
                                                  FILE=folder / f"{test}.jsonl")
             if test in self.words:
-                out[f"ml_{test}_word"] = _render("minimal_pair_word.yaml", TASK=f"ml_{test}_word",
+                out[f"ml_{test}_word"] = render("minimal_pair_word.yaml", TASK=f"ml_{test}_word",
                                                  FILE=folder / f"{test}_word.jsonl")
         return out
 
@@ -258,17 +251,16 @@ def load_marvin_linzen(path: Path, per_condition: int | None) -> dict[str, list[
     """test → [(grammatical, ungrammatical)], the first ``per_condition`` of each condition."""
     pairs: dict[str, list[tuple[str, str]]] = {}
     kept: dict[tuple[str, str], int] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            try:
-                row = json.loads(line)
-                key = (row["test"], row["condition"])
-                good, bad = row["grammatical"], row["ungrammatical"]
-            except (json.JSONDecodeError, KeyError) as err:
-                raise ValueError(f"{path}:{n}: not a Marvin & Linzen item ({err})") from None
-            if per_condition is None or kept.get(key, 0) < per_condition:
-                kept[key] = kept.get(key, 0) + 1
-                pairs.setdefault(row["test"], []).append((good, bad))
+    for n, line in enumerate(text_lines(decode_text(path, read_bytes(path))), 1):
+        try:
+            row = json.loads(line)
+            key = (row["test"], row["condition"])
+            good, bad = row["grammatical"], row["ungrammatical"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(path, f"not a Marvin & Linzen item ({err})", n) from None
+        if per_condition is None or kept.get(key, 0) < per_condition:
+            kept[key] = kept.get(key, 0) + 1
+            pairs.setdefault(row["test"], []).append((good, bad))
     return dict(sorted(pairs.items()))
 
 
@@ -294,7 +286,7 @@ class _BLiMP(LMEvalSuite):
         self.folder = find_dataset("blimp", files, data_dir).resolve()
 
     def rendered(self) -> dict[str, str]:
-        return {f"blimp_{p}": _render("minimal_pair.yaml", TASK=f"blimp_{p}",
+        return {f"blimp_{p}": render("minimal_pair.yaml", TASK=f"blimp_{p}",
                                       FILE=self.folder / "data" / f"{p}.jsonl.gz") for p in self.paradigms}
 
     def summary(self, metrics: list[Metric]) -> list[Metric]:
@@ -340,6 +332,7 @@ class MinimalPairs(LMEvalSuite):
 
     Options = PairsOptions
     version = "1"
+    input_files = ("path",)
     in_all = False  # needs a file
     scoring = _BLiMP.scoring
     table_metrics = (("pairs", "accuracy"), ("pairs", "ties"), ("pairs", "items"))
@@ -352,31 +345,35 @@ class MinimalPairs(LMEvalSuite):
         self.sha256 = check_pairs_file(self.path)
 
     def rendered(self) -> dict[str, str]:
-        return {"pairs": _render("minimal_pair.yaml", TASK="pairs", FILE=self.path)}
+        return {"pairs": render("minimal_pair.yaml", TASK="pairs", FILE=self.path)}
 
     def info(self) -> dict:
         return {"data_file": str(self.path), "data_sha256": self.sha256}
 
 
 def check_pairs_file(path: Path) -> str:
-    """Validate a minimal-pairs JSONL file (errors name the file and line); its SHA-256."""
+    """Validate a minimal-pairs JSONL file, plain or gzipped; its SHA-256. Anything wrong with it
+    is a ``DataError`` naming the file (and the line)."""
+    path = Path(path)
     if not path.is_file():
-        raise ValueError(f"minimal-pairs file not found: {path}")
-    data = path.read_bytes()
-    text = gzip.decompress(data).decode("utf-8") if path.suffix == ".gz" else data.decode("utf-8")
+        raise DataError(path, "minimal-pairs file not found (--set path=PAIRS.jsonl)")
+    data = read_bytes(path)
+    text = decode_text(path, data)
     pairs = 0
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not JSON ({err.msg})") from None
+            raise DataError(path, f"not JSON ({err.msg})", n) from None
+        except RecursionError:
+            raise DataError(path, "not JSON (nested too deeply)", n) from None
         if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip()
                                                 for k in ("sentence_good", "sentence_bad")):
-            raise ValueError(f"{path}:{n}: expected an object with non-empty strings "
-                             f"'sentence_good' and 'sentence_bad'")
+            raise DataError(path, "expected an object with non-empty strings 'sentence_good' and "
+                            "'sentence_bad'", n)
         pairs += 1
     if not pairs:
-        raise ValueError(f"{path}: no minimal pairs in the file")
+        raise DataError(path, "no minimal pairs in the file")
     return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,192 @@
+"""What `harness run` shows: the plan before it starts (runs to do and done, tasks × backbones ×
+seeds, an estimate from the store's own finished runs or "no estimate yet"), the libraries' bars,
+log lines and warnings silenced unless -v, a summary a terminal can show at the end (one headline
+metric per task, backbones as rows, ≤ 120 columns) with the full tables written to files; the
+report's HTML escapes what the store holds; parameter counts are given per task.
+
+The launcher is replaced by one that records made-up finished runs (and makes the noise a library
+would), so no model trains here."""
+import logging
+import os
+import re
+import warnings
+
+import pytest
+
+from harness.config import RunConfig
+from harness.core.metrics import Metric
+from harness.core.registry import TASKS
+from harness.core.train_config import TrainConfig
+from harness.store import FINISHED, RunStore
+from harness.sweep import SweepSummary
+from tests.conftest import TINY_TRAIN, harness
+
+WIDTH = 120
+
+
+def _record(store: RunStore, cfg: RunConfig, params: float = 1e5, wall: float = 30.0) -> None:
+    """A finished run with a value for each of its task's table metrics."""
+    cls = TASKS.get(cfg.task)
+    length = cfg.train.seq_len if cls.table_at_train_length else None
+    metrics = [Metric(split, name, 0.5 + 0.01 * cfg.seed, length) for split, name in cls.table_metrics]
+    metrics += [Metric("run", "params_non_embedding", params), Metric("train", "tokens_per_s", 1000.0),
+                Metric("inference", "tokens_per_s", 5000.0), Metric("run", "peak_memory_mb", 300.0),
+                Metric("run", "wall_time_s", wall)]
+    info = {"train_length": cfg.train.seq_len, "dtype": "fp32", "task_version": cls.version,
+            "batch_shape": [cfg.train.batch_size, cfg.train.seq_len],
+            "env": {"device_name": "cpu", "torch_version": "x", "python_version": "3", "git_sha": "abc"}}
+    store.finish(cfg.run_id, FINISHED, metrics, info)
+
+
+@pytest.fixture
+def fake_launcher(monkeypatch):
+    """The local launcher replaced: every run claimed is recorded as finished, after the noise
+    third-party libraries make (a log line, a progress bar, a warning); what it saw is kept."""
+    from harness.launchers import LAUNCHERS
+
+    seen = {}
+
+    def launch(configs, store, launch):
+        import tqdm
+
+        logging.getLogger("lm_eval.evaluator").warning("LIBRARY-LOG")
+        for _ in tqdm.tqdm(range(3), desc="LIBRARY-BAR"):
+            pass
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.warn("LIBRARY-WARNING")
+        seen.update(warnings=len(caught), tqdm_env=os.environ.get("TQDM_DISABLE"),
+                    hf_env=os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS"))
+        summary = SweepSummary()
+        for cfg in configs:
+            if store.claim(cfg, retry_failed=launch.retry_failed):
+                _record(store, cfg)
+                summary.add(FINISHED)
+            else:
+                summary.skipped += 1
+        return summary
+
+    monkeypatch.setitem(LAUNCHERS, "local", launch)
+    monkeypatch.setattr("harness.sweep.check_datasets", lambda configs, data_dir=None: None)
+    return seen
+
+
+def _summary(out: str) -> list[str]:
+    """The lines between "ran: ..." and "full tables"."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("ran: "))
+    end = next(i for i, line in enumerate(lines) if line.startswith("full tables"))
+    return [line for line in lines[start + 1:end] if line.strip()]
+
+
+def test_the_main_command_plans_stays_quiet_and_ends_in_a_terminal_sized_summary(
+        tmp_path, fake_launcher, capsys, caplog):
+    before = os.environ.get("TQDM_DISABLE")
+    rc = harness("run", "--arch", "lstm,transformer", "--tasks", "all", "--budget", "smoke", "--results", tmp_path,
+                 "--device", "cpu")
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    runs = RunStore(tmp_path).runs()
+    tasks = sorted(set(runs.task))
+    n = len(runs)
+    # the plan, before anything runs
+    assert out.startswith(f"plan: {n} runs, 0 already finished, {n} to run\n"), out[:300]
+    assert re.search(r"\d+ tasks × 2 backbones × 1 seed \(0\), size tiny", out)
+    assert "estimate: no estimate yet" in out
+    # silence: no library bar, log line or warning reached the screen (or the log)
+    assert "LIBRARY-BAR" not in out + err and "LIBRARY-LOG" not in out + err
+    assert "LIBRARY-LOG" not in caplog.text and fake_launcher["warnings"] == 0
+    assert fake_launcher["tqdm_env"] == "1" and fake_launcher["hf_env"] == "1", "workers inherit the quiet"
+    assert os.environ.get("TQDM_DISABLE") == before, "the environment is restored afterwards"
+    # the summary: backbones as rows, one headline column per task, no line over 120 characters
+    summary = _summary(out)
+    assert summary and max(map(len, summary)) <= WIDTH, max(summary, key=len)
+    rows = [line for line in summary if line.startswith(("lstm", "transformer"))]
+    assert len(rows) == 2 * len([line for line in summary if line.startswith("----")])  # 2 rows per block
+    headers = " ".join(summary)
+    for task in tasks:
+        headline = TASKS.get(task).table_metrics[0]
+        assert f"{headline[0]} {headline[1]}" in headers, (task, headline)
+    # the full tables, written and named on the screen
+    folder = tmp_path / "tables"
+    for name in ("results", "efficiency", "task_lm", "task_extrapolation__parity"):
+        for suffix in ("md", "tex", "csv"):
+            assert (folder / f"{name}.{suffix}").is_file(), (name, suffix)
+    for path in (folder / "results.md", folder / "efficiency.md", folder / "task_<task>.md"):
+        assert str(path) in out, path
+    words = " ".join(out.split())  # wrapped to the screen's width
+    assert "<task>: agreement, agreement_lm," in words and "extrapolation__parity" in words
+    assert "| lstm" in (folder / "results.md").read_text()
+
+
+def test_the_plan_estimates_from_finished_runs_of_the_same_task(tmp_path, fake_launcher, capsys):
+    assert harness("run", "--arch", "gru", "--tasks", "lm", "--results", tmp_path, "--device", "cpu") == 0
+    capsys.readouterr()
+    assert harness("run", "--arch", "gru,cnn", "--tasks", "lm,agreement", "--results", tmp_path, "--device", "cpu",
+                   "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 runs, 1 already finished, 3 to run")
+    # cnn lm: timed by gru lm's 30 s (same task, size, budget); agreement has no finished run yet
+    assert "estimate: about 30 s for 1 of the 3 runs to run" in out
+    assert "no estimate yet for agreement" in out
+
+
+def test_verbose_lets_the_libraries_speak(tmp_path, fake_launcher, capsys, caplog):
+    caplog.set_level(logging.WARNING)
+    assert harness("run", "--arch", "gru", "--tasks", "lm", "--results", tmp_path, "--device", "cpu", "-v") == 0
+    out, err = capsys.readouterr()
+    assert "LIBRARY-BAR" in err and "LIBRARY-LOG" in caplog.text
+    assert fake_launcher["warnings"] == 1 and fake_launcher["tqdm_env"] is None
+
+
+def test_params_are_given_per_task_never_averaged_across_tasks(tmp_path):
+    from harness.tables import make_table
+
+    store = RunStore(tmp_path)
+    train = TrainConfig(**TINY_TRAIN)
+    for arch in ("gru", "lstm"):
+        for task, params in (("lm", 1e5), ("mt", 3e5)):  # mt's encoder–decoder is bigger
+            cfg = RunConfig(arch=arch, task=task, train=train,
+                            arch_options={"bidirectional": True} if task == "mt" else {})
+            assert store.claim(cfg)
+            _record(store, cfg, params=params)
+    overall = make_table(store)
+    header = overall.splitlines()[0]
+    assert "params" not in header and "0.20M" not in overall, "no count that matches no model"
+    assert "params: per task" in overall
+    for task, shown in (("lm", "0.10M"), ("mt", "0.30M")):
+        table = make_table(store, task=task)
+        header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+        assert header[:3] == ["arch", "size", "params"], header
+        assert all(line.split("|")[3].strip() == shown for line in table.splitlines()[2:4]), table
+    efficiency = make_table(store, efficiency=True)
+    head, first = efficiency.splitlines()[0], efficiency.splitlines()[2]
+    assert "lm: params" in head and "mt: params" in head
+    assert "0.10M" in first and "0.30M" in first
+
+
+def test_the_html_report_escapes_what_the_store_holds(tmp_path):
+    from harness.report import write_report
+
+    root = tmp_path / "<script>alert(1)</script>"
+    store = RunStore(root)
+    train = TrainConfig(**TINY_TRAIN)
+    lm = RunConfig(arch="gru", task="lm", train=train)
+    assert store.claim(lm)
+    _record(store, lm)
+    for i, path in enumerate(("<img src=x onerror=alert(1)>.jsonl", "plain.jsonl")):
+        cfg = RunConfig(arch="gru", task="minimal_pairs", task_options={"path": path}, train=train, seed=i)
+        assert store.claim(cfg)
+        _record(store, cfg)
+    broken = RunConfig(arch="lstm", task="lm", train=train)
+    assert store.claim(broken)
+    store.finish(broken.run_id, "failed", [], {}, "boom\n<script>alert(2)</script> [click](javascript:alert(3))")
+    write_report(store, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text()
+    body = page[page.index("<body>"):]
+    assert "<script" not in page and "<img src=x" not in body, "raw HTML from the store is text"
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, "the store name is shown, escaped"
+    assert "&lt;img src=x onerror=alert(1)&gt;" in body, "a config value in a row label is shown, escaped"
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in body, "an error message is shown, escaped"
+    assert not re.search(r"""(href|src)=["']?\s*javascript""", page, re.I), "no javascript: link"
+    assert "<title>harness report: script&gt;</title>" in page
+    assert "<table>" in body, "the Markdown is still rendered"

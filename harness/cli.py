@@ -142,7 +142,7 @@ def cmd_bench(args) -> int:
     from harness.plots import plot_bench
     from harness.core.registry import ARCHITECTURES, suggest
     from harness.sweep import parse_overrides
-    from harness.tables import bench_table
+    from harness.render import bench_table
 
     if args.from_csv:
         print(bench_table(pd.read_csv(args.from_csv, keep_default_na=True), args.format))

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.captions import caption, environments
+from harness.captions import caption
 from harness.core.registry import TASKS, suggest
-from harness.protocol import PROTOCOLS, best_lr, dev_scores
-from harness.render import (FORMATS, bench_label, bench_table, cell, check_format, latex_escape, latex_table,
-                            number, params_text, render)
+from harness.protocol import PROTOCOLS, best_lr
+from harness.render import cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
                           task_labels)
-from harness.stats import ALPHA, STATS, rank_column, spread, summarise
+from harness.stats import STATS, rank_column, spread, summarise
 from harness.store import FINISHED, RunStore
 
-__all__ = ["make_table", "length_table", "export", "summary_table", "bench_table", "bench_label", "best_lr", "dev_scores",
-           "rank_column", "summarise", "row_labels", "task_labels", "length_metric", "environments",
-           "latex_escape", "latex_table", "number", "FORMATS", "PROTOCOLS", "STATS", "ALPHA", "EFFICIENCY"]
 
 
 def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None,

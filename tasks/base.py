@@ -30,6 +30,18 @@ Kind = Literal["trained", "fine_tuned", "zero_shot"]
 class TaskOptions(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
+    #: options added after run ids were first made: each joins the dump, and so the run id, only
+    #: when it is set (not None), so runs from before the option keep their ids
+    added_later: ClassVar[tuple[str, ...]] = ()
+
+    @pydantic.model_serializer(mode="wrap")
+    def _added_later_only_when_set(self, handler):
+        data = handler(self)
+        for name in self.added_later:
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
+
 
 @dataclass(frozen=True)
 class Upstream:

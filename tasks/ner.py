@@ -156,6 +156,7 @@ class NEROptions(TaskOptions):
     #: True: keep a language prefix (``en:``) that every token of a file shares; unset (the
     #: default): strip it. Unset stays out of the run id, so ids from before the option hold.
     keep_prefix: bool | None = None
+    added_later = ("keep_prefix",)
     #: training words seen fewer times than this read as <unk> (the characters still count)
     min_word_count: int = pydantic.Field(default=2, ge=1)
     #: probability of replacing a training word with <unk>, so <unk> is learned
@@ -178,14 +179,6 @@ class NEROptions(TaskOptions):
     @classmethod
     def _false_is_the_default(cls, v):
         return True if v else None  # keep_prefix=false is the default: the same run, the same id
-
-    @pydantic.model_serializer(mode="wrap")
-    def _unset_stays_out(self, handler):
-        """Options added after run ids were frozen join the dump (and so the id) only when set."""
-        data = handler(self)
-        if data.get("keep_prefix") is None:
-            data.pop("keep_prefix", None)
-        return data
 
 
 class Tagger(nn.Module):

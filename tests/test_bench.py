@@ -21,7 +21,7 @@ from harness.bench import (
 )
 from harness.core import measure
 from harness.core.registry import ARCHITECTURES
-from harness.tables import bench_table
+from harness.render import bench_table
 from tests.conftest import ROOT, harness
 
 QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, min_seconds=0, decode_tokens=4,

@@ -14,7 +14,8 @@ from harness.core.metrics import RUN_METRICS, Metric, MetricSpec, find_spec, spe
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
 from harness.store import FINISHED, RunStore
-from harness.tables import make_table, rank_column
+from harness.stats import rank_column
+from harness.tables import make_table
 from tests.conftest import TINY_TRAIN
 
 #: the first lines of each file, for the datasets whose full size makes a run slow; every other

@@ -116,7 +116,7 @@ def test_harness_run_tags_bidirectionally_unless_told(tmp_path, data_dir):
     assert set(runs.status) == {"finished"} and len(runs) == 2
     flags = {json.loads(c)["arch_options"]["bidirectional"]: label for c, label in zip(runs.config, runs.label)}
     assert flags == {True: "lstm", False: "lstm[bidirectional=False]"}
-    from harness.tables import row_labels
+    from harness.rows import row_labels
 
     assert set(row_labels(runs).values()) == {"lstm", "lstm[bidirectional=False]"}
     metrics = RunStore(tmp_path).metrics()

@@ -6,7 +6,8 @@ import pytest
 from harness.store import RunStore
 from harness.sweep import expand, run_sweep
 from harness.render import number as _number
-from harness.tables import best_lr, make_table
+from harness.protocol import best_lr
+from harness.tables import make_table
 from tests.conftest import TINY_TRAIN
 
 

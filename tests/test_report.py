@@ -10,7 +10,8 @@ import pytest
 from harness.plots import plot_pareto
 from harness.report import write_report
 from harness.store import RunStore
-from harness.tables import export, make_table, rank_column
+from harness.stats import rank_column
+from harness.tables import export, make_table
 from tests.conftest import TINY_SETS, TINY_TRAIN, harness
 
 

@@ -27,7 +27,7 @@ import pytest
 from harness.cli import build_parser, main
 from tests.conftest import DATA_DIR, ROOT, TINY_TRAIN
 
-DOCS = [ROOT / "README.md", *sorted((ROOT / "results").rglob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "results").rglob("*.md"))]
 SUBCOMMANDS = ("run", "sweep", "list", "table", "plot", "bench", "report", "export")
 #: documented commands that cannot run here, and why
 SKIPS = {"harness run --arch my_mixer": "the plugin example: its package (my_package) is not installed"}

@@ -28,7 +28,8 @@ class BackboneOptions(pydantic.BaseModel):
 
 
 class Backbone(nn.Module):
-    """Base class: subclasses set ``Options``, ``supports_bidirectional`` and ``width_step``."""
+    """Base class: subclasses set ``Options``, ``supports_bidirectional`` and ``width_step`` (or
+    ``width_step_for``, where the step depends on the options)."""
 
     Options: type[BackboneOptions] = BackboneOptions
     supports_bidirectional: bool = True
@@ -38,6 +39,11 @@ class Backbone(nn.Module):
     uses_sdpa: bool = False
     #: the size preset it was built at (set by ``build_backbone``)
     preset: str | None = None
+    #: FLOPs per sequence are a polynomial of degree ≤ 2 in its length (nothing is chunked), so
+    #: ``harness bench`` may count them at a few short lengths and extend them exactly
+    flops_polynomial_in_length: bool = True
+    #: option sets the contract tests build it with (each in every direction it supports)
+    test_options: tuple[dict, ...] = ({},)
 
     def __init__(self, d_model: int, n_layers: int, options: BackboneOptions):
         super().__init__()
@@ -83,7 +89,12 @@ class Backbone(nn.Module):
         """(d_model, options) whose non-embedding parameter count is closest to ``target``."""
         from architectures.sizing import closest_width
 
-        return closest_width(cls, target, n_layers, options, step=cls.width_step), options
+        return closest_width(cls, target, n_layers, options, step=cls.width_step_for(options)), options
+
+    @classmethod
+    def width_step_for(cls, options: BackboneOptions) -> int:
+        """The multiple every width of this family with these options is."""
+        return cls.width_step
 
     def num_parameters(self) -> int:
         """Non-embedding parameters: everything except position-embedding tables."""

@@ -131,6 +131,7 @@ class Block(nn.Module):
 class Transformer(Backbone):
     Options = TransformerOptions
     uses_sdpa = True
+    test_options = tuple({"position": p} for p in ("none", "sinusoidal", "learned", "rope", "alibi"))
 
     def __init__(self, d_model: int, n_layers: int, options: TransformerOptions):
         super().__init__(d_model, n_layers, options)

@@ -136,18 +136,24 @@ def kernels_used(model: LanguageModel, tokens: torch.Tensor) -> str:
 def train_flops_per_token(arch: str, size: str, options: dict, vocab: int, length: int) -> float:
     """Model FLOPs of one training step (forward + backward) per token at ``length``.
 
-    Counted by PyTorch's FlopCounterMode on the meta device (no memory, no compute) at lengths
-    8, 16 and 24, then extended exactly: every backbone's FLOPs per sequence are a polynomial of
-    degree at most 2 in the length (attention's score matrix is the quadratic term)."""
-    samples = []
+    Counted by PyTorch's FlopCounterMode (matrix products, convolutions, attention; not FFTs or
+    element-wise work) on the meta device (no memory, no compute). Chunked backbones are counted
+    at ``length`` itself; the others at lengths 8, 16 and 24, then extended exactly (their FLOPs
+    per sequence are a polynomial of degree at most 2 in the length, attention's score matrix the
+    quadratic term), since the fused RNN kernels step through time even on the meta device."""
     with torch.device("meta"):
         model = bench_model(build_backbone(arch, size, options), vocab)
-    for n in (8, 16, 24):
+
+    def count(n: int) -> int:
         tokens = torch.zeros(1, n, dtype=torch.long, device="meta")
         counter = FlopCounterMode(display=False)
         with counter:
             F.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten()).backward()
-        samples.append((n, counter.get_total_flops()))
+        return counter.get_total_flops()
+
+    if not model.backbone.flops_polynomial_in_length:
+        return count(length) / length
+    samples = [(n, count(n)) for n in (8, 16, 24)]
     (x0, y0), (x1, y1), (x2, y2) = samples
     total = (y0 * (length - x1) * (length - x2) / ((x0 - x1) * (x0 - x2))
              + y1 * (length - x0) * (length - x2) / ((x1 - x0) * (x1 - x2))

@@ -263,15 +263,16 @@ def cmd_list(args) -> int:
     from harness.core.registry import ARCHITECTURES, TASKS, EntryUnavailable
 
     print("architectures:")
+    width = max(map(len, ARCHITECTURES.names()))
     for name in ARCHITECTURES.names():
         try:
             cls = ARCHITECTURES.get(name)
         except EntryUnavailable as err:  # a missing optional dependency hides only its own entry
-            print(f"  {name:12s} unavailable: {err}")
+            print(f"  {name:{width}s} unavailable: {err}")
             continue
-        options = ", ".join(f"{k}={v.default!r}" for k, v in cls.Options.model_fields.items())
+        options = ", ".join(f"{k}={v.default!r}" for k, v in cls.Options.model_fields.items() if not v.exclude)
         both = "causal+bidirectional" if cls.supports_bidirectional else "causal"
-        print(f"  {name:12s} {both:22s} options: {options}")
+        print(f"  {name:{width}s} {both:22s} options: {options}")
     print("tasks:")
     for name in TASKS.names():
         try:

@@ -11,7 +11,7 @@ from typing import Callable, ContextManager
 import torch
 from tqdm.auto import tqdm
 
-from harness.core.train_config import TrainConfig
+from harness.core.train_config import NO_WEIGHT_DECAY, TrainConfig
 from harness.core.measure import Stopwatch
 from harness.tracking import Tracker
 
@@ -68,10 +68,11 @@ def lr_factor(step: int, train: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, vectors (biases, norms) do not."""
+    """AdamW; matrices decay, vectors (biases, norms) and parameters a backbone exempts do not."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": train.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    decays = [p.dim() >= 2 and not getattr(p, NO_WEIGHT_DECAY, False) for p in params]
+    groups = [{"params": [p for p, d in zip(params, decays) if d], "weight_decay": train.weight_decay},
+              {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
 
 

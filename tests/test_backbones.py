@@ -3,6 +3,7 @@ causality (or its absence), and the receptive field it reports."""
 import pytest
 import torch
 
+from architectures.mixer import MixerStack, reverse_real
 from harness.core.registry import ARCHITECTURES
 
 D, LAYERS = 16, 2
@@ -11,10 +12,8 @@ D, LAYERS = 16, 2
 def variants():
     for name in ARCHITECTURES.names():
         cls = ARCHITECTURES.get(name)
-        extra = [{"position": p} for p in ("none", "sinusoidal", "learned", "rope", "alibi")] \
-            if name == "transformer" else [{}]
         for bidirectional in ([False, True] if cls.supports_bidirectional else [False]):
-            for opts in extra:
+            for opts in cls.test_options:
                 label = ",".join([name, "bi" if bidirectional else "causal",
                                   *(f"{k}={v}" for k, v in opts.items())])
                 yield pytest.param(name, {"bidirectional": bidirectional, **opts}, id=label)
@@ -108,3 +107,37 @@ def test_recurrent_state_size():
     assert lstm.state_size_per_token() == 2 * (D // 2) * LAYERS * 2
     assert build("gru", {}).state_size_per_token() == D * LAYERS
     assert build("transformer", {}).state_size_per_token() is None
+
+
+MIXERS = [n for n in ARCHITECTURES.names() if issubclass(ARCHITECTURES.get(n), MixerStack)]
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_mixers_keep_float32_under_bfloat16_autocast(name):
+    """The scans and state products run in float32 whatever autocast asks for: the decoding state
+    comes out float32, and the outputs are those of a float32 run to bfloat16 precision."""
+    model = build(name, {})
+    x = torch.randn(2, 9, D)
+    with torch.no_grad():
+        exact = model(x, None)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = model(x, None)
+            _, state = model.prefill(x)
+    floats = [t for t in _tensors(state) if t.is_floating_point() or t.is_complex()]
+    assert floats and all(t.dtype in (torch.float32, torch.complex64) for t in floats)
+    torch.testing.assert_close(y.float(), exact, atol=0.1, rtol=0.05)
+
+
+def _tensors(state):
+    if isinstance(state, torch.Tensor):
+        return [state]
+    items = state.values() if isinstance(state, dict) else state if isinstance(state, (list, tuple)) else []
+    return [t for item in items for t in _tensors(item)]
+
+
+def test_reverse_real_reverses_each_row_and_leaves_padding():
+    x = torch.arange(2 * 5, dtype=torch.float32).view(2, 5, 1)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    out = reverse_real(x, mask)[..., 0]
+    assert out.tolist() == [[4, 3, 2, 1, 0], [7, 6, 5, 8, 9]]
+    torch.testing.assert_close(reverse_real(reverse_real(x, mask), mask), x)

@@ -92,7 +92,7 @@ def test_every_backbone_is_measured_in_every_phase(monkeypatch):
     assert kernels["transformer", "auto"].startswith("attention: flash")  # PyTorch's CPU flash kernel
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+@pytest.mark.parametrize("arch", [a for a in ARCHITECTURES.names() if ARCHITECTURES.get(a).flops_polynomial_in_length])
 def test_flops_extend_exactly_from_short_lengths(arch):
     """The quadratic extension from lengths 8–24 equals a direct count at a longer length."""
     length = 40
@@ -105,6 +105,15 @@ def test_flops_extend_exactly_from_short_lengths(arch):
         torch.nn.functional.cross_entropy(model(tokens).flatten(0, 1), tokens.flatten()).backward()
     assert train_flops_per_token(arch, "tiny", {}, 256, length) == pytest.approx(
         counter.get_total_flops() / length, rel=1e-9)
+
+
+def test_chunked_mixers_are_counted_at_their_own_length():
+    """A chunked linear-time mixer costs the same per token at 128 and 512 tokens (whole chunks),
+    where a quadratic extension from lengths inside one chunk would have it grow like attention."""
+    short, long = (train_flops_per_token("linear_attention", "tiny", {}, 256, n) for n in (128, 512))
+    assert long == pytest.approx(short, rel=1e-6)
+    assert train_flops_per_token("transformer", "tiny", {}, 256, 512) > 1.2 * train_flops_per_token(
+        "transformer", "tiny", {}, 256, 128)
 
 
 def test_recurrent_flops_are_six_per_weight_per_token():

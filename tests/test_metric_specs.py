@@ -11,7 +11,7 @@ import pytest
 
 from harness.config import RunConfig
 from harness.core.metrics import RUN_METRICS, Metric, MetricSpec, find_spec, specs
-from harness.core.registry import TASKS
+from harness.core.registry import ARCHITECTURES, TASKS
 from harness.core.train_config import TrainConfig
 from harness.store import FINISHED, RunStore
 from harness.stats import rank_column
@@ -75,17 +75,21 @@ def mini_data(tmp_path_factory, data_dir):
 @pytest.fixture(scope="module")
 def every_task(mini_data, tmp_path_factory):
     """A store with one tiny run of every registered task (and the lm runs they start from)."""
+    return _tiny_sweep(["gru"], TASKS.names(), mini_data, tmp_path_factory.mktemp("every_task"))
+
+
+def _tiny_sweep(archs: list[str], tasks: list[str], mini_data, folder):
     import torch
 
     from harness.sweep import expand, run_sweep
 
     extra = {"minimal_pairs": {"path": str(mini_data / "pairs.jsonl")}}
     configs = {}
-    for task in TASKS.names():
+    for task in tasks:
         settings = {**BUDGET, **CHEAP.get(task, {}), **extra.get(task, {})}
-        for cfg in expand(["gru"], [task], overrides={k: [v] for k, v in settings.items()}):
+        for cfg in expand(archs, [task], overrides={k: [v] for k, v in settings.items()}):
             configs[cfg.run_id] = cfg
-    store = RunStore(tmp_path_factory.mktemp("every_task"))
+    store = RunStore(folder)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: a second thread only waits, and on a shared CPU it spins
     try:
@@ -236,3 +240,28 @@ def test_the_checkpoint_goes_the_way_the_dev_metric_spec_says(monkeypatch):
     assert lm.dev_lower_is_better()
     monkeypatch.setattr(lm, "metric_specs", {**lm.metric_specs, "ppl": MetricSpec("ppl", "higher")})
     assert not lm.dev_lower_is_better()
+
+
+#: one task of each kind: trained causally (and the upstream of the next three), scored zero-shot
+#: by the harness and through lm-eval, fine-tuned, tagged bidirectionally, translated by an
+#: encoder–decoder
+KINDS = ["lm", "agreement_lm", "figqa", "figqa_ft", "ner", "mt"]
+
+
+@pytest.fixture(scope="module")
+def every_backbone(mini_data, tmp_path_factory):
+    """A store with one tiny run of every registered backbone on a task of each kind."""
+    return _tiny_sweep(ARCHITECTURES.names(), KINDS, mini_data, tmp_path_factory.mktemp("every_backbone"))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+def test_every_backbone_runs_a_task_of_each_kind(every_backbone, arch):
+    runs = every_backbone.runs()
+    mine = runs[runs.arch == arch]
+    assert set(mine.task) == set(KINDS)
+    failed = mine[mine.status != FINISHED]
+    assert failed.empty, f"{arch} on {failed.task.iloc[0] if len(failed) else ''}: " \
+                         f"{failed.error.iloc[0] if len(failed) else ''}"
+    metrics = every_backbone.metrics()
+    scores = metrics[(metrics.arch == arch) & metrics.metric.isin([m for t in KINDS for _, m in TASKS.get(t).table_metrics])]
+    assert scores.value.notna().all() and set(scores.task) == set(KINDS)

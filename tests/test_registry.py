@@ -14,7 +14,10 @@ def test_unknown_names_suggest_the_closest():
     assert str(err.value).startswith("unknown architecture 'trasnformer'; did you mean 'transformer'?")
     with pytest.raises(UnknownName) as err:
         ARCHITECTURES.get("zzzz")
-    assert "did you mean" not in str(err.value) and "known: cnn, gru" in str(err.value)
+    message = str(err.value)
+    assert "did you mean" not in message and "(known: " in message
+    known = message.split("(known: ")[1].rstrip(")").split(", ")
+    assert known == sorted(ARCHITECTURES.names())
 
 
 def test_a_name_cannot_be_registered_twice():

@@ -159,3 +159,18 @@ def test_token_budget_stops_training_first(lm_task):
     result, losses = run(cfg, lm_task)
     assert result.steps == 5 and sorted(losses) == [1, 2, 3, 4, 5]
     assert lr_factor(5, cfg.train) == pytest.approx(cfg.train.min_lr_ratio)
+
+
+@pytest.mark.parametrize("arch,exempt", [("s4d", {"log_A_real", "A_imag"}), ("mamba", {"A_log"})])
+def test_state_space_poles_are_not_weight_decayed(arch, exempt):
+    """AdamW decays matrices but not what a backbone exempts: an SSM's A (decay would pull its
+    poles and frequencies to zero)."""
+    from architectures.sizing import build_backbone
+    from harness.train import make_optimizer
+
+    model = build_backbone(arch, "tiny")
+    decayed, kept = (group["params"] for group in make_optimizer(model, TrainConfig(**TINY_TRAIN)).param_groups)
+    names = {id(p): n.rsplit(".", 1)[-1] for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in kept if p.dim() >= 2} == exempt
+    assert not exempt & {names[id(p)] for p in decayed}
+    assert {p.dim() for p in decayed} == {2, 3}  # every other matrix (and convolution weight) decays

@@ -6,6 +6,16 @@ import pydantic
 
 BUDGETS = ("smoke", "full")
 
+#: the attribute a parameter carries when AdamW must not decay it whatever its shape
+NO_WEIGHT_DECAY = "no_weight_decay"
+
+
+def exempt_from_weight_decay(*params) -> None:
+    """Mark parameters the optimiser must not decay: a state-space model's A (decay would pull its
+    poles and frequencies towards zero), besides the vectors (biases, norms) that never decay."""
+    for param in params:
+        setattr(param, NO_WEIGHT_DECAY, True)
+
 
 class TrainConfig(pydantic.BaseModel):
     """Optimiser, schedule and budget: identical for every backbone in a comparison."""

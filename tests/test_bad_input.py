@@ -46,7 +46,7 @@ def _setup(tmp: Path) -> dict[str, Path]:
 
 #: (id, arguments with {tmp} for the case's folder, exit status, text the error must contain)
 CASES = [
-    ("unknown-arch", ["run", "--arch", "lstn", "--tasks", "lm", "--results", "{tmp}/store"], 2, "did you mean 'lstm'?"),
+    ("unknown-arch", ["run", "--arch", "lstn", "--tasks", "lm", "--results", "{tmp}/store"], 2, "did you mean 'lstm' or"),
     ("unknown-task", ["run", "--arch", "lstm", "--tasks", "lmm", "--results", "{tmp}/store"], 2, "did you mean 'lm'"),
     ("unknown-size", ["run", "--arch", "lstm", "--tasks", "lm", "--size", "smal", "--results", "{tmp}/store"], 2,
      "did you mean 'small'?"),

@@ -108,10 +108,11 @@ def test_flops_extend_exactly_from_short_lengths(arch):
 
 
 def test_chunked_mixers_are_counted_at_their_own_length():
-    """A chunked linear-time mixer costs the same per token at 128 and 512 tokens (whole chunks),
-    where a quadratic extension from lengths inside one chunk would have it grow like attention."""
+    """A chunked linear-time mixer costs about the same per token at 128 and 512 tokens (2 and 8
+    whole chunks; the first chunk reads no carried state), where a quadratic extension from lengths
+    inside one chunk would have it grow like attention's."""
     short, long = (train_flops_per_token("linear_attention", "tiny", {}, 256, n) for n in (128, 512))
-    assert long == pytest.approx(short, rel=1e-6)
+    assert long == pytest.approx(short, rel=0.01)
     assert train_flops_per_token("transformer", "tiny", {}, 256, 512) > 1.2 * train_flops_per_token(
         "transformer", "tiny", {}, 256, 128)
 

@@ -110,7 +110,7 @@ def test_seeds_are_averaged_in_the_table(tmp_path, data_dir, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--arch", "lstn", "--tasks", "lm"], "unknown architecture 'lstn'; did you mean 'lstm'?"),
+    (["--arch", "lstn", "--tasks", "lm"], "unknown architecture 'lstn'; did you mean 'lstm' or"),
     (["--arch", "lstm", "--tasks", "lmm"], "unknown task 'lmm'; did you mean 'lm'"),
     (["--arch", "lstm", "--tasks", "lm", "--size", "smal"], "unknown size preset 'smal'; did you mean 'small'?"),
     (["--arch", "lstm", "--tasks", "lm", "--budget", "smoek"], "did you mean 'smoke'?"),

@@ -148,6 +148,17 @@ def _declared(name: str, task_cls, metrics: list[Metric]) -> list[Metric]:
     return metrics
 
 
+def _interrupted(err: BaseException) -> bool:
+    """Whether an interrupt (Ctrl-C, or SIGTERM raised as one) set off this error."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None,
             progress: bool = True) -> str:
     """Run a claimed config (train and evaluate it, fine-tune its upstream run's model, or, for a
@@ -174,6 +185,8 @@ def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None
         metrics.append(Metric("run", "peak_memory_mb", memory))
         status, error = FINISHED, None
     except Exception as err:  # recorded (diverged, oom or failed), and the sweep goes on
+        if _interrupted(err):  # a library turned Ctrl-C/SIGTERM into its own error: still a stop
+            raise KeyboardInterrupt(str(err)) from err
         status, error = describe_failure(err)
         if status == "oom" and device.type == "cuda":
             torch.cuda.empty_cache()

@@ -60,3 +60,29 @@ def test_two_sweeps_on_one_store_run_each_config_once(tmp_path, data_dir):
     assert len(store.metrics()) == 4 * len(store.metrics()[store.metrics().seed == 0])
     with store._connect() as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_an_interrupt_a_library_wrapped_in_its_own_error_still_stops_the_sweep(tmp_path, data_dir, monkeypatch):
+    """SIGTERM arrives as KeyboardInterrupt; if code in between re-raises it as another error, the
+    run is given back (pending, to be redone), not recorded as failed."""
+    import pytest
+
+    from harness import runner
+    from harness.config import RunConfig
+    from harness.core.train_config import TrainConfig
+    from harness.sweep import run_sweep
+    from tests.conftest import TINY_TRAIN
+
+    def wrapped_interrupt(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt("signal 15")
+        except KeyboardInterrupt as err:
+            raise RuntimeError("a library's own error") from err
+
+    monkeypatch.setitem(runner.BY_KIND, "trained", wrapped_interrupt)
+    cfg = RunConfig(arch="gru", task="agreement", train=TrainConfig(**TINY_TRAIN))
+    store = RunStore(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep([cfg], store, data_dir=data_dir, progress=False, log=lambda *a, **k: None)
+    assert store.status(cfg.run_id) != "failed"
+    assert store.claim(cfg)  # released: the next sweep runs it

@@ -23,7 +23,7 @@ from torch import nn
 
 from architectures.base import BackboneOptions
 from architectures.mixer import Mixer, MixerStack
-from architectures.transformer import rotate
+from architectures.transformer import rope_tables, rotate
 from harness.core.registry import ARCHITECTURES
 
 ROPE_BASE = 10000.0
@@ -61,11 +61,7 @@ class MultiScaleRetention(Mixer):
         *batch, T, _ = x.shape
         q, k, v = (proj(x).view(*batch, T, self.n_heads, self.head_dim).transpose(-2, -3)
                    for proj in (self.q, self.k, self.v))
-        half = self.head_dim // 2
-        inv_freq = ROPE_BASE ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-        positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
-        angles = torch.outer(positions, inv_freq).repeat(1, 2)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        cos, sin = rope_tables(start, T, self.head_dim, ROPE_BASE, x)
         return rotate(q, cos, sin), rotate(k, cos, sin) * self.head_dim ** -0.5, v
 
     def _finish(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:

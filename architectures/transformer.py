@@ -52,6 +52,17 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return torch.tensor(power_of_two(lower) + extra)
 
 
+def rope_tables(start: int, T: int, head_dim: int, base: float, x: torch.Tensor):
+    """RoPE's (cos, sin), ``(T, head_dim)``, for positions ``start … start + T − 1``, in ``x``'s
+    device and dtype."""
+    half = head_dim // 2
+    inv = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
+    angles = torch.outer(positions, inv)
+    angles = torch.cat((angles, angles), dim=-1)
+    return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+
+
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
@@ -224,12 +235,7 @@ class Transformer(Backbone):
         return self.input_dropout(x), rope
 
     def _rope(self, start, T, x):
-        half = self.d_model // self.options.n_heads // 2
-        inv = self.options.rope_base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)
-        positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
-        angles = torch.outer(positions, inv)
-        angles = torch.cat((angles, angles), dim=-1)
-        return angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        return rope_tables(start, T, self.d_model // self.options.n_heads, self.options.rope_base, x)
 
     def _mask(self, mask: torch.Tensor | None, T: int, device, dtype):
         """(attn_mask, is_causal) for SDPA; the fused causal path when nothing else is needed."""

@@ -83,8 +83,7 @@ class RunStore:
                 raise StoreError(f"cannot create run store {self.root}: {err.strerror or err}") from None
         try:
             if create:
-                with contextlib.closing(self._connect()) as conn:
-                    conn.executescript(SCHEMA)
+                self._create_schema()
             else:  # read only: look before anything (journal mode included) is written
                 with contextlib.closing(sqlite3.connect(self.path, timeout=60)) as conn:
                     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -92,6 +91,25 @@ class RunStore:
                     raise StoreError(f"{self.path} is not a run store's database (no runs and metrics tables)")
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path} is not a run store's database: {err}") from None
+
+    def _create_schema(self, patience: float = 60.0) -> None:
+        """Create the tables, even while other processes create or write the same store. The
+        schema is written under a write lock taken up front; SQLite answers "locked" without
+        waiting in two cases a busy timeout does not cover (two connections switching a new
+        database to WAL together, and a write from a read snapshot another writer has moved
+        past), so those are retried until ``patience`` seconds have passed."""
+        deadline = time.monotonic() + patience
+        pause = 0.01
+        while True:
+            try:
+                with contextlib.closing(self._connect()) as conn:
+                    conn.executescript(f"BEGIN IMMEDIATE; {SCHEMA} COMMIT;")
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.5)
 
     def _connect(self) -> sqlite3.Connection:
         if self._absent:  # a missing store opened with missing_ok: reads see an empty one

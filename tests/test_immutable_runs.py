@@ -18,14 +18,14 @@ def _numbers(store: RunStore) -> dict:
 
 
 @pytest.fixture(scope="module")
-def both_orders(tmp_path_factory, data_dir):
+def both_orders(tmp_path_factory, small_data):
     overrides = {k: [v] for k, v in TINY_TRAIN.items()}
     first = expand(["gru"], ["lm", "agreement_lm"], overrides=overrides)
     second = expand(["cnn"], ["extrapolation", "figqa_ft"], overrides=overrides | {"probe": ["parity"]})
     stores = {}
     for name, configs in (("first_then_second", first + second), ("second_then_first", second + first)):
         store = RunStore(tmp_path_factory.mktemp(name))
-        summary = run_sweep(configs, store, data_dir=data_dir, progress=False, log=lambda *a, **k: None)
+        summary = run_sweep(configs, store, data_dir=small_data, progress=False, log=lambda *a, **k: None)
         assert summary.ran == {"finished": len(configs)}
         stores[name] = store
     return stores

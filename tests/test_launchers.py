@@ -136,11 +136,11 @@ def comparable(store: RunStore) -> dict:
             for r in m.itertuples()}
 
 
-def test_ray_launcher_records_what_the_local_launcher_records(tmp_path, data_dir):
+def test_ray_launcher_records_what_the_local_launcher_records(tmp_path, small_data):
     pytest.importorskip("ray")
     # lm trains; agreement_lm scores the trained lm run, so it waits for its upstream
     args = ["run", "--arch", "gru,transformer", "--tasks", "lm,agreement_lm", "--device", "cpu",
-            "--data-dir", data_dir, "--no-progress", *TINY_SETS]
+            "--data-dir", small_data, "--no-progress", *TINY_SETS]
     assert harness(*args, "--results", tmp_path / "local") == 0
     assert harness(*args, "--results", tmp_path / "ray", "--launcher", "ray", "--workers", "2") == 0
     local, ray = RunStore(tmp_path / "local"), RunStore(tmp_path / "ray")

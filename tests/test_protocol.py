@@ -12,12 +12,12 @@ from tests.conftest import TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
-def grid_store(tmp_path_factory, data_dir):
+def grid_store(tmp_path_factory, small_data):
     root = tmp_path_factory.mktemp("grid")
     overrides = {k: [v] for k, v in TINY_TRAIN.items() if k != "lr"} | {"lr": [1e-4, 1e-2]}
     configs = expand(["gru"], ["lm", "agreement_lm"], seeds=[0, 1], overrides=overrides)
     assert len(configs) == 8
-    summary = run_sweep(configs, RunStore(root), data_dir=data_dir, progress=False, log=lambda *a, **k: None)
+    summary = run_sweep(configs, RunStore(root), data_dir=small_data, progress=False, log=lambda *a, **k: None)
     assert summary.ran == {"finished": 8}
     return RunStore(root)
 

@@ -16,10 +16,10 @@ from tests.conftest import TINY_SETS, TINY_TRAIN, harness
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir):
+def study(tmp_path_factory, small_data):
     root = tmp_path_factory.mktemp("study")
     assert harness("run", "--arch", "gru,cnn", "--tasks", "lm,agreement_lm", "--seeds", "0,1,2", "--device", "cpu",
-                   "--results", root, "--data-dir", data_dir, "--no-progress", *TINY_SETS) == 0
+                   "--results", root, "--data-dir", small_data, "--no-progress", *TINY_SETS) == 0
     return RunStore(root)
 
 

@@ -17,7 +17,19 @@ TOLERANCE = 0.05
 class SizePreset:
     n_layers: int
     #: non-embedding parameters (everything in the backbone but position tables)
-    target_params: int
+    target_params: int | None = None
+    #: a fixed width instead, the same for every backbone (not parameter matched): the model
+    #: dimension axis of Zoology's MQAR figures
+    d_model: int | None = None
+
+    def __post_init__(self):
+        if (self.target_params is None) == (self.d_model is None):
+            raise ValueError("a size preset gives either target_params or d_model")
+
+    def describe(self) -> str:
+        if self.d_model is not None:
+            return f"width {self.d_model} (not parameter matched), {self.n_layers} layers"
+        return f"{self.target_params:>12,d} params, {self.n_layers} layers"
 
 
 PRESETS = MappingProxyType({
@@ -25,7 +37,10 @@ PRESETS = MappingProxyType({
     "small": SizePreset(n_layers=4, target_params=4_000_000),
     "base": SizePreset(n_layers=8, target_params=25_000_000),
     "large": SizePreset(n_layers=12, target_params=85_000_000),
+    **{f"d{d}": SizePreset(n_layers=2, d_model=d) for d in (64, 128, 256, 512)},
 })
+#: the presets that match parameter counts
+MATCHED = tuple(name for name, p in PRESETS.items() if p.target_params is not None)
 
 
 def count_parameters(cls, d_model: int, n_layers: int, options) -> int:
@@ -59,11 +74,18 @@ def parse_options(arch: str, options: dict | None):
 
 
 def build_backbone(arch: str, size: str, options: dict | None = None):
-    """Build ``arch`` at preset ``size``, its width solved to match the preset's budget."""
+    """Build ``arch`` at preset ``size``: its width solved to match the preset's budget, or the
+    preset's fixed width."""
     suggest("size preset", size, PRESETS)
     preset = PRESETS[size]
     cls, opts = parse_options(arch, options)
-    d_model, opts = cls.sized(preset.target_params, preset.n_layers, opts)
+    if preset.d_model is not None:
+        d_model, step = preset.d_model, cls.width_step_for(opts)
+        if d_model % step:
+            raise ValueError(f"size {size}: {arch} with these options needs a width that is a multiple "
+                             f"of {step}; {d_model} is not")
+    else:
+        d_model, opts = cls.sized(preset.target_params, preset.n_layers, opts)
     backbone = cls(d_model, preset.n_layers, opts)
     backbone.preset = size  # a task that builds a second backbone (a decoder) sizes it alike
     return backbone

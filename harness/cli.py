@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="length: one column per length bucket of one task (e.g. extrapolation/parity)")
     table.add_argument("--metric", default=None, help="with --by length: the metric (default: the task's)")
     table.add_argument("--split", default="test", help="with --by length: the split")
+    table.add_argument("--view", choices=["mad"], default=None,
+                       help="mad: the MAD score per backbone, each mad setting at its best lr × weight decay "
+                            "by valid accuracy, reported on test; a column per task")
 
     plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance "
                                         "(agreement), accuracy vs throughput (pareto)")
@@ -287,18 +290,23 @@ def cmd_list(args) -> int:
         print(f"  {name:16s} v{cls.version:3s} {budgets:20s}  {doc}")
     for problem in ARCHITECTURES.problems() + TASKS.problems():
         print(f"  unavailable: {problem}")
-    print("size presets (non-embedding parameters):")
+    print("size presets (non-embedding parameters, or a fixed width):")
     for name, p in PRESETS.items():
-        print(f"  {name:12s} {p.target_params:>12,d} params, {p.n_layers} layers")
+        print(f"  {name:12s} {p.describe()}")
     return 0
 
 
 def cmd_table(args) -> int:
     from harness.store import RunStore
-    from harness.tables import length_table, make_table
+    from harness.tables import length_table, mad_table, make_table
 
     store = RunStore(args.results, create=False)
-    if args.by == "length":
+    if args.view == "mad":
+        if args.task not in (None, "mad") or args.by or args.protocol != "all" or args.efficiency:
+            raise ValueError("--view mad is a table of its own (every mad run, each setting at its best lr × "
+                             "weight decay): it takes no --by, --protocol or --efficiency, and no --task but mad")
+        print(mad_table(store, args.format, stat=args.stat))
+    elif args.by == "length":
         if not args.task:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
         print(length_table(store, args.task, args.metric, args.split, args.format))

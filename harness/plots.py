@@ -95,23 +95,32 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+#: the task families whose test metric is stored per sequence length
+LENGTH_FAMILIES = ("lm", "extrapolation", "chomsky", "mqar")
+
+
 def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
-    """Test metric against sequence length, one panel per task (lm and the synthetic probes)."""
+    """Test metric against sequence length, one panel per task (lm, the synthetic probes, the
+    Chomsky-hierarchy tasks, MQAR), five panels a row."""
     runs, metrics = _frame(store)
-    empty = f"no length-bucketed results of lm or extrapolation in the run store {store.root}"
+    empty = f"no length-bucketed results of {', '.join(LENGTH_FAMILIES)} in the run store {store.root}"
     if metrics.empty:  # no finished runs: the task column is not even text
         raise ValueError(empty)
     family = metrics.task.astype(str).str.split("/").str[0]
-    wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(["lm", "extrapolation"])
+    wanted = metrics[(metrics.split == "test") & metrics.length.notna() & family.isin(LENGTH_FAMILIES)
                      & (metrics.metric == metrics.task.map(length_metric))]
     if wanted.empty:
         raise ValueError(empty)
     panels = sorted(set(wanted.task))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False,
+    columns = min(5, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False,
                              layout="constrained")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle("dashed: longest training length", fontsize=9)
     colours = _colours(wanted.label)
-    for ax, task in zip(axes[0], panels):
+    for ax, task in zip(axes.flat, panels):
         data = wanted[wanted.task == task]
         _lines(ax, data, colours)
         train_length = json.loads(runs[runs.run_id == data.run_id.iloc[0]]["info"].iloc[0])["train_length"]

@@ -1,15 +1,20 @@
 """Paper tables from the run store: rows are architectures, columns task metrics, mean ± std over
-seeds. The public entry: ``make_table``, ``length_table`` and ``export``; the parts live by job in
+seeds. The public entry: ``make_table``, ``length_table``, ``mad_table`` (the MAD score) and
+``export``; the parts live by job in
 ``harness.rows`` (row and column identity, labels), ``harness.protocol`` (dev scores, best-lr),
 ``harness.stats`` (summaries, spread, Welch ranking), ``harness.render`` (md/LaTeX/CSV, bench
 table) and ``harness.captions``."""
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
+
 import pandas as pd
 
 from harness.captions import caption
 from harness.core.registry import TASKS, suggest
-from harness.protocol import PROTOCOLS, best_lr
+from harness.protocol import PROTOCOLS, best_lr, dev_better, dev_scores
 from harness.render import cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
                           task_labels)
@@ -140,6 +145,124 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     reading = ", ".join(x for x in (f"{spec.better} is better" if spec.better else "", spec.unit) if x)
     text = f"{task}: {split} {metric} ({reading}) by length (columns); mean ± std over seeds"
     return render(table.reset_index(), text, fmt)
+
+
+#: what MAD's protocol sweeps for every setting (mad-lab: lr {1e-4, 5e-4, 1e-3} × weight decay {0, 0.1})
+MAD_GRID = ("lr", "weight_decay")
+
+
+def _mad_runs(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per ``mad`` run: ``setting`` (best-lr's row label with the weight decay also left
+    out: the backbone and the setting), ``backbone`` (with the task's options left out too), size,
+    seed, task name, ``options`` (the setting, as JSON), grid point, dev score and test accuracy."""
+    options = frozenset(f"task.{k}" for k in TASKS.get("mad").Options.model_fields)
+    settings = row_labels(runs, ignore=frozenset(MAD_GRID))
+    backbones = row_labels(runs, ignore=frozenset(MAD_GRID) | options)
+    dev = dev_scores(store)
+    m = store.metrics()
+    test = m[(m.split == "test") & (m.metric == "accuracy") & m.length.isna()].set_index("run_id").value
+    rows = []
+    for r in runs.itertuples():
+        config = json.loads(r.config)
+        task_options = dict(config["task_options"])
+        rows.append({"run_id": r.run_id, "setting": settings[r.run_id], "backbone": backbones[r.run_id],
+                     "size": r.size, "seed": r.seed, "name": task_options.pop("name"),
+                     "options": json.dumps(task_options, sort_keys=True),
+                     **{k: config["train"][k] for k in MAD_GRID},
+                     "dev": dev.get(r.run_id, math.nan), "test": test.get(r.run_id, math.nan)})
+    return pd.DataFrame(rows)
+
+
+def _at_best_points(frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs of each setting at its grid point with the best mean dev score over seeds (a
+    setting none of whose runs has a dev score is left out)."""
+    higher = dev_better("mad") == "higher"
+    kept = []
+    for _, group in frame.groupby(["setting", "name", "size"]):
+        means = group.groupby(list(MAD_GRID)).dev.mean().dropna()
+        if not means.empty:
+            lr, weight_decay = means.idxmax() if higher else means.idxmin()
+            kept.append(group[(group.lr == lr) & (group.weight_decay == weight_decay)])
+    return pd.concat(kept) if kept else frame.iloc[:0]
+
+
+def _seedwise(parts: list[dict[int, float]]) -> dict[int, float]:
+    """Seed → the mean over ``parts`` (each seed → value), for the seeds every part has."""
+    seeds = set.intersection(*(set(p) for p in parts)) if parts else set()
+    return {s: sum(p[s] for p in parts) / len(parts) for s in sorted(seeds)}
+
+
+def mad_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None, stat: str = "std") -> str:
+    """The MAD score (Poli et al. 2024) per backbone and size. Every setting of a ``mad`` task (its
+    baseline, or a change of one of its options) is taken at the learning rate × weight decay with
+    the best mean dev score over seeds (best-lr's rule, with the weight decay also left out of the
+    row) and scored by its test accuracy there; a task's column is the mean over its settings, the
+    MAD score the mean over the task columns (as mad-lab's benchmark.py). Cells: mean ± std (or
+    ± ci95) over seeds of the same means taken seed by seed, over the seeds every setting averaged
+    has; a cell missing settings that other rows have says how many it averages and is not ranked;
+    bold and † as in ``make_table``."""
+    check_format(fmt)
+    suggest("statistic", stat, STATS)
+    runs = store.runs()
+    runs = runs[runs.task == "mad"]
+    if run_ids is not None:
+        runs = runs[runs.run_id.isin(run_ids)]
+    if runs.empty:
+        return "no mad runs recorded yet"
+    frame = _mad_runs(store, runs)
+    best = _at_best_points(frame)
+    chosen = best.dropna(subset=["test"])
+    tests = {key: dict(zip(g.seed, g.test)) for key, g in chosen.groupby(["backbone", "size", "name", "options"])}
+    names = [n for n in TASKS.get("mad").sweep_axes["name"] if n in set(frame.name)]
+    expected = {n: frame[frame.name == n].options.nunique() for n in names}  # settings any row has
+    rows = sorted({(r.backbone, r.size) for r in frame.itertuples()})
+    headings = ["MAD score", *names]
+    table = pd.DataFrame(index=pd.MultiIndex.from_tuples(rows, names=["arch", "size"]), columns=headings,
+                         dtype=object)
+    samples: dict[str, dict[int, list[float]]] = {}
+    numeric = []
+    for i, (backbone, size) in enumerate(rows):
+        parts = {n: [v for (b, s, name, _), v in tests.items() if (b, s, name) == (backbone, size, n)] for n in names}
+        by_task = {n: _seedwise(parts[n]) for n in names}
+        cells = {"MAD score": (_seedwise([v for v in by_task.values() if v]), sum(map(len, parts.values())),
+                               sum(expected.values())),
+                 **{n: (by_task[n], len(parts[n]), expected[n]) for n in names}}
+        for heading, (seeds, had, total) in cells.items():
+            if not seeds:
+                continue
+            values = list(seeds.values())
+            mean, std = sum(values) / len(values), pd.Series(values).std()
+            text = cell(mean, spread(std, len(values), stat), len(values))
+            if had < total:
+                text += f" [{had}/{total} settings]"
+            else:  # only rows with every setting are ranked
+                samples.setdefault(heading, {})[i] = values
+            table.iloc[i, headings.index(heading)] = text
+            numeric.append({"arch": backbone, "size": size, "column": heading, "mean": mean, "std": std})
+    if fmt == "csv":
+        flat = pd.DataFrame(numeric, columns=["arch", "size", "column", "mean", "std"])
+        wide = flat.pivot_table(index=["arch", "size"], columns="column", values=["mean", "std"], dropna=False)
+        wide.columns = [f"{col} {what}" for what, col in wide.columns]
+        return wide[sorted(wide.columns)].reset_index().to_csv(index=False)
+    marks = {(i, col): mark for col, by_row in samples.items() for i, mark in rank_column(by_row, "higher").items()}
+    points = best.drop_duplicates(["backbone", "size", "name", "options"])
+    sized = len({size for _, size in rows}) > 1
+    picks = "; ".join(
+        f"{backbone}{f' ({size})' if sized else ''}: " + ", ".join(
+            f"{lr:g} × {wd:g}: {n}" for (lr, wd), n in sorted(Counter(zip(group.lr, group.weight_decay)).items()))
+        for (backbone, size), group in points.groupby(["backbone", "size"]))
+    mad = TASKS.get("mad")
+    stated = (f"MAD score (Poli et al. 2024): each setting (a task's baseline, or one of its published changes) "
+              f"at the learning rate × weight decay with the best mean {mad.dev_split} {mad.dev_metric} over "
+              f"seeds, scored by its test accuracy there (mad-lab picks on the test set itself); a task's "
+              f"column: the mean over its settings ({', '.join(f'{n} {expected[n]}' for n in names)}); MAD "
+              f"score: the mean over the task columns, as mad-lab's benchmark.py; seed by seed the same means, "
+              f"over the seeds every averaged setting has; lr × weight decay chosen (settings): {picks}")
+    kept = runs[runs.run_id.isin(chosen.run_id)]
+    kept = kept.assign(label=kept.run_id.map(dict(zip(frame.run_id, frame.backbone))),
+                       task=kept.run_id.map(task_labels(kept)))
+    table = table.dropna(axis=1, how="all").fillna("—")
+    return render(table.reset_index(), f"{stated}; {caption(kept, stat, samples)}", fmt, marks)
 
 
 def export(store: RunStore, fmt: str = "csv") -> str:

@@ -37,6 +37,10 @@ BUDGET = {**TINY_TRAIN, "steps": 2, "warmup_steps": 1, "eval_every": 2}
 CHEAP = {
     "agreement": {"n_train": 200, "n_valid": 40, "n_test_per_cell": 2, "test_distance_multiple": 1},
     "extrapolation": {"n_train": 200, "n_valid": 40, "n_test_per_cell": 2, "length_multiples": [1, 2]},
+    "chomsky": {"n_train": 200, "n_valid": 20, "n_test_per_cell": 2, "test_lengths": [41, 50]},
+    "mad": {"n_train": 64, "n_valid": 16, "n_test_per_cell": 16},
+    "mqar": {"n_train": 200, "n_valid": 20, "n_test_per_cell": 2, "vocab_size": 64,
+             "train_settings": [[16, 2]], "test_settings": [[16, 2], [32, 4]]},
     "mt": {"vocab_size": 300, "beam": 2, "dev_sentences": 5, "max_len_a": 0, "max_len_b": 3},
     "figqa_ft": {"train_file": "train_s"},
     "figqa": SUITE, "wsc273": SUITE, "blimp_agreement": SUITE, "blimp": SUITE,

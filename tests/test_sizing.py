@@ -1,12 +1,12 @@
 import pytest
 
-from architectures.sizing import PRESETS, TOLERANCE, build_backbone, count_parameters, parse_options
+from architectures.sizing import MATCHED, PRESETS, TOLERANCE, build_backbone, count_parameters, parse_options
 from harness.core.registry import ARCHITECTURES, UnknownName
 
 
 def cases():
     for name in ARCHITECTURES.names():
-        for size in PRESETS:
+        for size in MATCHED:
             for bidirectional in ([False, True] if ARCHITECTURES.get(name).supports_bidirectional else [False]):
                 yield pytest.param(name, size, bidirectional, id=f"{name}-{size}-{'bi' if bidirectional else 'causal'}")
 
@@ -30,6 +30,20 @@ def test_built_backbone_reports_its_exact_count():
 def test_same_preset_means_same_budget_across_families():
     counts = [build_backbone(a, "tiny").num_parameters() for a in ARCHITECTURES.names()]
     assert max(counts) / min(counts) <= (1 + TOLERANCE) / (1 - TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES.names())
+def test_width_presets_give_every_backbone_the_same_width(name):
+    backbone = build_backbone(name, "d64")
+    assert backbone.d_model == 64 and backbone.n_layers == 2
+    assert build_backbone(name, "d128").num_parameters() > backbone.num_parameters()
+
+
+def test_a_width_the_family_cannot_take_is_refused():
+    with pytest.raises(ValueError, match="size d64: transformer with these options needs a width that is "
+                                         "a multiple of 6; 64 is not"):
+        build_backbone("transformer", "d64", {"n_heads": 3})
+    assert "d64" not in MATCHED and "tiny" in MATCHED
 
 
 def test_unknown_preset_and_bad_option():

@@ -56,6 +56,9 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
         # 5 backbones × 9 task variants (lm, agreement, agreement_lm, 3 extrapolation probes, figqa,
         # wsc273, blimp_agreement) × 3 seeds
         "study_cpu/study.yaml": "135 runs, 0 already finished, 135 to run",
+        # 15 backbones × 4 settings × 4 widths × 4 rates; on the CPU 15 × 2 widths × 3 rates
+        "mqar_zoology.yaml": "960 runs, 0 already finished, 960 to run",
+        "study_synthetic/mqar.yaml": "90 runs, 0 already finished, 90 to run",
     }
     files = sorted((ROOT / "results").rglob("*.yaml"))  # every study, in its own folder or not
     names = [path.relative_to(ROOT / "results").as_posix() for path in files]

@@ -1,6 +1,7 @@
 """Size presets and parameter matching: each backbone solves its width for a target budget."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -41,6 +42,20 @@ PRESETS = MappingProxyType({
 })
 #: the presets that match parameter counts
 MATCHED = tuple(name for name, p in PRESETS.items() if p.target_params is not None)
+#: ``d<width>x<layers>``: any fixed width and depth (depth sweeps: ``d128x1`` … ``d128x4``)
+WIDTH_BY_DEPTH = re.compile(r"d([1-9][0-9]*)x([1-9][0-9]*)")
+
+
+def preset(size: str) -> SizePreset:
+    """The preset named ``size``: one of ``PRESETS`` or ``d<width>x<layers>``; an unknown name
+    answers with the closest ones."""
+    if size in PRESETS:
+        return PRESETS[size]
+    match = WIDTH_BY_DEPTH.fullmatch(size)
+    if match:
+        return SizePreset(n_layers=int(match[2]), d_model=int(match[1]))
+    suggest("size preset", size, [*PRESETS, "d<width>x<layers>"])
+    raise AssertionError  # suggest raised
 
 
 def count_parameters(cls, d_model: int, n_layers: int, options) -> int:
@@ -76,16 +91,15 @@ def parse_options(arch: str, options: dict | None):
 def build_backbone(arch: str, size: str, options: dict | None = None):
     """Build ``arch`` at preset ``size``: its width solved to match the preset's budget, or the
     preset's fixed width."""
-    suggest("size preset", size, PRESETS)
-    preset = PRESETS[size]
+    chosen = preset(size)
     cls, opts = parse_options(arch, options)
-    if preset.d_model is not None:
-        d_model, step = preset.d_model, cls.width_step_for(opts)
+    if chosen.d_model is not None:
+        d_model, step = chosen.d_model, cls.width_step_for(opts)
         if d_model % step:
             raise ValueError(f"size {size}: {arch} with these options needs a width that is a multiple "
                              f"of {step}; {d_model} is not")
     else:
-        d_model, opts = cls.sized(preset.target_params, preset.n_layers, opts)
-    backbone = cls(d_model, preset.n_layers, opts)
+        d_model, opts = cls.sized(chosen.target_params, chosen.n_layers, opts)
+    backbone = cls(d_model, chosen.n_layers, opts)
     backbone.preset = size  # a task that builds a second backbone (a decoder) sizes it alike
     return backbone

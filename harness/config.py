@@ -76,9 +76,9 @@ class RunConfig(pydantic.BaseModel):
     @pydantic.field_validator("size")
     @classmethod
     def _known_size(cls, v):
-        from architectures.sizing import PRESETS
+        from architectures.sizing import preset
 
-        suggest("size preset", v, PRESETS)
+        preset(v)
         return v
 
     @pydantic.field_validator("device")

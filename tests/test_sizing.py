@@ -39,6 +39,13 @@ def test_width_presets_give_every_backbone_the_same_width(name):
     assert build_backbone(name, "d128").num_parameters() > backbone.num_parameters()
 
 
+def test_any_width_and_depth_by_name():
+    backbone = build_backbone("lstm", "d32x3")
+    assert (backbone.d_model, backbone.n_layers) == (32, 3)
+    with pytest.raises(UnknownName, match=r"unknown size preset 'd32y3' \(known: .*d<width>x<layers>"):
+        build_backbone("lstm", "d32y3")
+
+
 def test_a_width_the_family_cannot_take_is_refused():
     with pytest.raises(ValueError, match="size d64: transformer with these options needs a width that is "
                                          "a multiple of 6; 64 is not"):

@@ -11,7 +11,7 @@ State tensors keep the batch in dimension 0, so ``select_state`` can reorder bea
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 import torch
@@ -25,6 +25,19 @@ class BackboneOptions(pydantic.BaseModel):
 
     bidirectional: bool = False
     dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+
+    #: options added after runs were stored: left out of the dump (so of the stored config and the
+    #: run id) while they hold their default, so adding one keeps every existing run id; set to
+    #: anything else they are dumped, and an absent one reads back as its default
+    id_optional: ClassVar[tuple[str, ...]] = ()
+
+    @pydantic.model_serializer(mode="wrap")
+    def _leave_out_unset_new_options(self, handler):
+        data = handler(self)
+        for name in self.id_optional:
+            if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                del data[name]
+        return data
 
 
 class Backbone(nn.Module):

@@ -2,11 +2,13 @@
 length") and Gated DeltaNet (Yang, Kautz & Hatamizadeh 2025, "Gated Delta Networks").
 
 Per head (width ``d_h = d / H``), with q, k and v passed through SiLU (after the short convolution)
-and q, k L2-normalised, β_t = σ(·):
+and q, k L2-normalised, β_t = σ(·) (``eigenvalues="signed"``: 2σ(·), Grazzi et al. 2025):
 
     S_t = α_t · S_{t-1} (I − β_t k_t k_tᵀ) + β_t v_t k_tᵀ,        o_t = S_t q_t
 
 (S is d_h × d_h; α = 1 for DeltaNet; for Gated DeltaNet α_t = exp(−softplus(a_t) · exp(a_log)) ∈ (0, 1)).
+The transition α_t (I − β_t k_t k_tᵀ) has the eigenvalue α_t (1 − β_t) along k_t and α_t on the
+rest: in [0, 1] with β ∈ (0, 1), in (−1, 1] with β ∈ (0, 2) (a reflection as β → 2).
 The output is each head's RMS-normalised o, times SiLU(W_g x) when gated, then ``out_proj``.
 
 Parallel form (both variants), the chunked WY representation. Writing ``u_t = β_t (v_t − α_t S_{t-1} k_t)``
@@ -18,12 +20,15 @@ decays ``γ_t = Π_{s ≤ t} α_s`` and ``Γ_ts = γ_t/γ_s`` (s ≤ t, else 0; 
 
 (rows are positions). The triangular solves (``solve_triangular``) and the intra-chunk products run
 for all chunks at once; only the carried state ``S_0`` is passed from chunk to chunk in a loop. Only
-ratios ``γ_t/γ_s ≤ 1`` are ever formed, so strong decays cannot overflow.
+ratios ``γ_t/γ_s ≤ 1`` are ever formed, so strong decays cannot overflow. Logarithms are taken
+of α alone, which stays positive; β, whatever its range, enters only as a factor, so negative
+eigenvalues (β > 1) need nothing special.
 Recurrent form: the update above, one position at a time, plus the short convolution's buffer.
 """
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pydantic
 import torch
@@ -31,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.base import BackboneOptions
-from architectures.mixer import Mixer, MixerStack, ShortConv, inverse_softplus
+from architectures.mixer import Eigenvalues, Mixer, MixerStack, ShortConv, inverse_softplus
 from harness.core.registry import ARCHITECTURES
 
 
@@ -44,6 +49,11 @@ class DeltaNetOptions(BackboneOptions):
     conv_size: int = pydantic.Field(default=4, ge=0)
     #: positions per chunk of the parallel (WY) form
     chunk: int = pydantic.Field(default=64, ge=1)
+    #: transition eigenvalue along k, α(1 − β): ``positive`` β = σ(·) ∈ (0, 1), so in [0, 1];
+    #: ``signed`` β = 2σ(·) ∈ (0, 2), so in (−1, 1)
+    eigenvalues: Eigenvalues = "positive"
+
+    id_optional: ClassVar[tuple[str, ...]] = ("eigenvalues",)
 
 
 def segment_sums(log_alpha: torch.Tensor) -> torch.Tensor:
@@ -109,6 +119,7 @@ class DeltaNetMixer(Mixer):
             raise ValueError(f"d_model={d} is not a multiple of n_heads={options.n_heads}")
         self.heads, self.head_dim = options.n_heads, d // options.n_heads
         self.gated, self.kernel, self.chunk = options.gated, options.conv_size, options.chunk
+        self.eigenvalues = options.eigenvalues
         self.qkv = nn.Linear(d, 3 * d, bias=False)  # the three Linear(d, d) of q, k, v side by side
         self.conv = ShortConv(3 * d, self.kernel, bias=False) if self.kernel else None
         self.beta_proj = nn.Linear(d, self.heads)
@@ -132,11 +143,22 @@ class DeltaNetMixer(Mixer):
         k = F.normalize(F.silu(k), dim=-1, eps=1e-6)
         v = F.silu(v)
         beta = torch.sigmoid(self.beta_proj(x))
+        if self.eigenvalues == "signed":
+            beta = 2 * beta
         if self.gated:
             log_alpha = -F.softplus(self.decay_proj(x)) * self.a_log.exp()
         else:
             log_alpha = torch.zeros_like(beta)
         return q, k, v, beta, log_alpha
+
+    def transitions(self, x: torch.Tensor) -> torch.Tensor:
+        """The eigenvalue α_t (1 − β_t) of each step's transition α_t (I − β_t k_t k_tᵀ) along k_t,
+        for the block input ``x`` (B, T, d): ``(B, T, H)`` (the others are α_t, 1 when not gated)."""
+        qkv = self.qkv(x)
+        if self.conv is not None:
+            qkv = self.conv(qkv)
+        _, _, _, beta, log_alpha = self._inputs(x, qkv)
+        return log_alpha.exp() * (1 - beta)
 
     def _output(self, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """RMSNorm of each head's output ``(…, H, d_h)``, the output gate (gated), ``out_proj``."""
@@ -185,11 +207,13 @@ class DeltaNet(MixerStack):
 
     Parallel form: the chunked WY representation for both variants (the gated one with the cumulative
     decays inside each chunk). Recurrent form: the delta-rule state update per position.
+    ``eigenvalues="signed"``: β ∈ (0, 2), transition eigenvalues in (−1, 1) (Grazzi et al. 2025).
     """
 
     Options = DeltaNetOptions
     mlp = True
-    test_options = ({}, {"gated": True}, {"chunk": 8}, {"gated": True, "chunk": 8}, {"conv_size": 0})
+    test_options = ({}, {"gated": True}, {"chunk": 8}, {"gated": True, "chunk": 8}, {"conv_size": 0},
+                    {"eigenvalues": "signed", "chunk": 8}, {"eigenvalues": "signed", "gated": True, "chunk": 8})
 
 
     @classmethod

@@ -6,20 +6,25 @@ input/output maps B, C depend on the current token:
 
     h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·B_t·x_t,    y_t = C_t·h_t + D·x_t.
 
+With ``eigenvalues="signed"`` (Grazzi et al. 2025) the transition is 2·exp(Δ_t·A) − 1 ∈ (−1, 1)
+instead of exp(Δ_t·A) ∈ (0, 1); nothing else changes.
+
 Training evaluates it chunk by chunk with a log-depth associative scan (``linear_scan``);
-decoding steps the recurrence one token at a time.
+decoding steps the recurrence one token at a time. The scan multiplies the transitions
+themselves (never their logarithms), so it takes negative ones as they are.
 """
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pydantic
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from architectures.mixer import (Mixer, MixerStack, ShortConv, StepSizeOptions, initial_log_step_sizes,
-                                 inverse_softplus)
+from architectures.mixer import (Eigenvalues, Mixer, MixerStack, ShortConv, StepSizeOptions, diagonal_transition,
+                                 initial_log_step_sizes, inverse_softplus)
 from harness.core.registry import ARCHITECTURES
 from harness.core.train_config import exempt_from_weight_decay
 
@@ -71,6 +76,7 @@ class _LinearScan(torch.autograd.Function):
 
 def linear_scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
     """All states of the linear recurrence ``h_t = a_t·h_{t−1} + b_t`` (elementwise), in parallel.
+    ``a`` may take any sign: the scan and its gradient multiply the ``a`` themselves.
 
     ``b`` is ``(B, L, ...)``, time in dimension 1; ``a`` is ``b``'s shape or broadcasts to it
     along size-1 dimensions after time (a decay shared by a head's channels stays small);
@@ -102,6 +108,10 @@ class MambaOptions(StepSizeOptions):
     #: positions per chunk of the parallel scan (memory is batch × chunk × d_inner × N; on a CPU,
     #: longer chunks outgrow the allocator's cache and run slower)
     chunk: int = pydantic.Field(default=16, ge=1)
+    #: transition range: ``positive`` exp(Δ·A) ∈ (0, 1); ``signed`` 2·exp(Δ·A) − 1 ∈ (−1, 1)
+    eigenvalues: Eigenvalues = "positive"
+
+    id_optional: ClassVar[tuple[str, ...]] = ("eigenvalues",)
 
 
 class MambaMixer(Mixer):
@@ -115,6 +125,7 @@ class MambaMixer(Mixer):
         self.dt_rank = R = math.ceil(d / 16) if options.dt_rank is None else options.dt_rank
         self.conv_size = K = options.conv_size
         self.chunk = options.chunk
+        self.eigenvalues = options.eigenvalues
 
         self.in_proj = nn.Linear(d, 2 * di, bias=False)
         self.conv = ShortConv(di, K)
@@ -151,11 +162,18 @@ class MambaMixer(Mixer):
             part = slice(s, s + self.chunk)
             dt_c = dt[:, part].unsqueeze(-1)  # (B, L, d_inner, 1)
             dtx = (dt[:, part] * xc[:, part]).unsqueeze(-1)
-            hs = linear_scan(torch.exp(dt_c * A), dtx * B[:, part].unsqueeze(2), h)
+            hs = linear_scan(diagonal_transition(dt_c * A, self.eigenvalues), dtx * B[:, part].unsqueeze(2), h)
             ys.append(torch.einsum("bldn,bln->bld", hs, C[:, part]))
             h = hs[:, -1].clone()  # not a view: the chunk's states can be freed
         y = torch.cat(ys, 1) + self.D * xc
         return self.out_proj(y * F.silu(z)), (conv_state, h)
+
+    def transitions(self, u: torch.Tensor) -> torch.Tensor:
+        """The diagonal transitions (the eigenvalues of each step's state transition) the
+        recurrence applies to ``u`` (B, T, d): ``(B, T, d_inner, N)``."""
+        x, _ = self.in_proj(u).chunk(2, -1)
+        dt, _, _ = self._selection(F.silu(self.conv(x)))
+        return diagonal_transition(dt.unsqueeze(-1) * -torch.exp(self.A_log), self.eigenvalues)
 
     def init_state(self, batch_size: int, device, dtype):
         return (self.conv.init_state(batch_size, device, dtype),
@@ -169,7 +187,7 @@ class MambaMixer(Mixer):
         dt, B, C = self._selection(xc)
         A = -torch.exp(self.A_log)
         dt = dt.unsqueeze(-1)  # (B, d_inner, 1)
-        h = torch.exp(dt * A) * h + dt * B.unsqueeze(1) * xc.unsqueeze(-1)
+        h = diagonal_transition(dt * A, self.eigenvalues) * h + dt * B.unsqueeze(1) * xc.unsqueeze(-1)
         y = torch.einsum("bdn,bn->bd", h, C) + self.D * xc
         return self.out_proj(y * F.silu(z)), (conv_state, h)
 
@@ -187,12 +205,14 @@ class Mamba(MixerStack):
     Parallel: projections and the causal convolution over the whole sequence, then the selective
     scan chunk by chunk, each chunk a log-depth associative scan started from the previous
     chunk's last state. Recurrent: a (conv_size − 1)-input convolution buffer and the
-    (d_inner, N) state per layer, updated one token at a time.
+    (d_inner, N) state per layer, updated one token at a time. ``eigenvalues="signed"``: the
+    transitions range over (−1, 1) (Grazzi et al. 2025).
     """
 
     Options = MambaOptions
     mlp = False
-    test_options = ({}, {"chunk": 8}, {"state_size": 4, "conv_size": 2}, {"dt_rank": 3})
+    test_options = ({}, {"chunk": 8}, {"state_size": 4, "conv_size": 2}, {"dt_rank": 3},
+                    {"eigenvalues": "signed", "chunk": 8})
 
     def make_mixer(self, d: int, options: MambaOptions) -> Mixer:
         return MambaMixer(d, options)

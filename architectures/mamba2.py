@@ -8,12 +8,16 @@ group (the G groups share B and C among their heads, like grouped-query attentio
 
     h_t = exp(Δ_t·A)·h_{t−1} + Δ_t·x_t ⊗ B_t,    y_t = h_t·C_t + D·x_t     (per head; A, Δ_t, D scalars).
 
+With ``eigenvalues="signed"`` (Grazzi et al. 2025) the decay is 2·exp(Δ_t·A) − 1 ∈ (−1, 1).
+
 Training evaluates it chunk by chunk with the log-depth associative scan of ``architectures.mamba``
-(the decay stays one number per head and token); decoding steps the recurrence.
+(the decay stays one number per head and token; the scan multiplies decays directly, never their
+logarithms, so negative ones need nothing special); decoding steps the recurrence.
 """
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pydantic
 import torch
@@ -21,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.mamba import linear_scan
-from architectures.mixer import (Mixer, MixerStack, ShortConv, StepSizeOptions, initial_log_step_sizes,
-                                 inverse_softplus)
+from architectures.mixer import (Eigenvalues, Mixer, MixerStack, ShortConv, StepSizeOptions, diagonal_transition,
+                                 initial_log_step_sizes, inverse_softplus)
 from harness.core.registry import ARCHITECTURES
 
 
@@ -40,6 +44,10 @@ class Mamba2Options(StepSizeOptions):
     #: positions per chunk of the parallel scan (memory is batch × chunk × d_inner × N; on a CPU,
     #: longer chunks outgrow the allocator's cache and run slower)
     chunk: int = pydantic.Field(default=16, ge=1)
+    #: decay range: ``positive`` exp(Δ·A) ∈ (0, 1); ``signed`` 2·exp(Δ·A) − 1 ∈ (−1, 1)
+    eigenvalues: Eigenvalues = "positive"
+
+    id_optional: ClassVar[tuple[str, ...]] = ("eigenvalues",)
 
 
 class Mamba2Mixer(Mixer):
@@ -55,6 +63,7 @@ class Mamba2Mixer(Mixer):
         self.d_inner = di = H * P
         self.conv_size = K = options.conv_size
         self.chunk = options.chunk
+        self.eigenvalues = options.eigenvalues
         self.conv_width = di + 2 * G * self.n  # the convolution runs over x, B and C
 
         self.in_proj = nn.Linear(d, di + self.conv_width + H, bias=False)  # z, (x, B, C), Δ
@@ -96,7 +105,7 @@ class Mamba2Mixer(Mixer):
         for s in range(0, T, self.chunk):
             part = slice(s, s + self.chunk)
             L = x[:, part].shape[1]
-            decay = torch.exp(dt[:, part] * A)[..., None, None]  # (B, L, H, 1, 1)
+            decay = diagonal_transition(dt[:, part] * A, self.eigenvalues)[..., None, None]  # (B, L, H, 1, 1)
             dtx = (dt[:, part, :, None] * x[:, part]).view(Bsz, L, G, hpg, self.head_dim, 1)
             inp = (dtx * B[:, part, :, None, None, :]).view(Bsz, L, self.n_heads, self.head_dim, self.n)
             hs = linear_scan(decay, inp, h)  # (B, L, H, P, N)
@@ -105,6 +114,12 @@ class Mamba2Mixer(Mixer):
             h = hs[:, -1].clone()  # not a view: the chunk's states can be freed
         y = torch.cat(ys, 1).reshape(Bsz, T, self.n_heads, self.head_dim) + self.D[:, None] * x
         return self._output(y.reshape(Bsz, T, self.d_inner), z), (conv_state, h)
+
+    def transitions(self, u: torch.Tensor) -> torch.Tensor:
+        """The decays (each head's state transition is its decay times the identity) the recurrence
+        applies to ``u`` (B, T, d): ``(B, T, H)``."""
+        _, _, dt = self._proj(u)
+        return diagonal_transition(dt * -torch.exp(self.A_log), self.eigenvalues)
 
     def init_state(self, batch_size: int, device, dtype):
         return (self.conv.init_state(batch_size, device, dtype),
@@ -121,7 +136,7 @@ class Mamba2Mixer(Mixer):
         # each head reads its group's B and C
         B_h = B.repeat_interleave(hpg, 1)  # (B, H, N)
         C_h = C.repeat_interleave(hpg, 1)
-        decay = torch.exp(dt * A)[..., None, None]  # (B, H, 1, 1)
+        decay = diagonal_transition(dt * A, self.eigenvalues)[..., None, None]  # (B, H, 1, 1)
         h = decay * h + (dt[..., None] * x)[..., None] * B_h[:, :, None, :]
         y = torch.einsum("bhpn,bhn->bhp", h, C_h) + self.D[:, None] * x
         return self._output(y.reshape(Bsz, self.d_inner), z), (conv_state, h)
@@ -141,12 +156,14 @@ class Mamba2(MixerStack):
     Parallel: projections and the causal convolution over the whole sequence, then the scan chunk
     by chunk, each chunk a log-depth associative scan (``architectures.mamba.linear_scan``) started
     from the previous chunk's last state. Recurrent: a (conv_size − 1)-input convolution buffer and
-    the (H, P, N) state per layer, updated one token at a time.
+    the (H, P, N) state per layer, updated one token at a time. ``eigenvalues="signed"``: decays
+    in (−1, 1) (Grazzi et al. 2025).
     """
 
     Options = Mamba2Options
     mlp = False
-    test_options = ({}, {"chunk": 8}, {"state_size": 4, "conv_size": 2, "head_dim": 8}, {"n_groups": 2})
+    test_options = ({}, {"chunk": 8}, {"state_size": 4, "conv_size": 2, "head_dim": 8}, {"n_groups": 2},
+                    {"eigenvalues": "signed", "chunk": 8})
 
     def make_mixer(self, d: int, options: Mamba2Options) -> Mixer:
         return Mamba2Mixer(d, options)

@@ -11,8 +11,15 @@ with ``g(x) = x + 0.5`` for ``x ≥ 0`` and ``σ(x)`` otherwise (always positive
 the scan can run in log space). The parallel form is the paper's log-space scan
 ``h_t = exp(A_t + logcumsumexp(log b − A)_t)``, ``A = cumsum(log a)``, run chunk by chunk so that
 float32 never has to cancel cumulative sums longer than one chunk.
+
+With ``eigenvalues="signed"`` (Grazzi et al. 2025's extension of diagonal linear RNNs) the
+transition is 2a − 1 ∈ (−1, 1) (minGRU: 1 − 2z; minLSTM: (f − i)/(f + i)); the log-space scan
+needs a > 0 (log |2a − 1| is −∞, its gradient infinite, where it crosses zero), so the parallel
+form is then the direct-multiplication scan ``architectures.mamba.linear_scan``, chunk by chunk.
 """
 from __future__ import annotations
+
+from typing import ClassVar
 
 import pydantic
 import torch
@@ -20,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from architectures.base import BackboneOptions
-from architectures.mixer import Mixer, MixerStack
+from architectures.mixer import Eigenvalues, Mixer, MixerStack
 from harness.core.registry import ARCHITECTURES
 
 
@@ -29,6 +36,10 @@ class MinRNNOptions(BackboneOptions):
     expand: int = pydantic.Field(default=1, ge=1)
     #: positions per chunk of the parallel log-space scan (bounds float32 error at long lengths)
     chunk: int = pydantic.Field(default=64, ge=1)
+    #: transition range: ``positive`` a ∈ (0, 1) (the paper's); ``signed`` 2a − 1 ∈ (−1, 1)
+    eigenvalues: Eigenvalues = "positive"
+
+    id_optional: ClassVar[tuple[str, ...]] = ("eigenvalues",)
 
 
 def g(x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +83,7 @@ class MinRNNMixer(Mixer):
         super().__init__()
         self.hidden = options.expand * d
         self.chunk = options.chunk
+        self.eigenvalues = options.eigenvalues
         self.in_proj = nn.Linear(d, self.n_gates * self.hidden)
         self.out_proj = nn.Linear(self.hidden, d)
 
@@ -87,7 +99,23 @@ class MinRNNMixer(Mixer):
         k = self.in_proj(x)
         return k.to(scan_work_dtype(k.dtype))
 
+    def transitions(self, x: torch.Tensor) -> torch.Tensor:
+        """The diagonal transitions ``a`` (``2a − 1`` when signed) the recurrence applies to ``x``
+        (B, T, d): ``(B, T, hidden)``."""
+        a, _ = self.coefficients(self._preactivations(x))
+        return 2 * a - 1 if self.eigenvalues == "signed" else a
+
     def prefill(self, x: torch.Tensor):
+        if self.eigenvalues == "signed":  # log space needs a > 0: multiply the transitions directly
+            from architectures.mamba import linear_scan
+
+            a, b = self.coefficients(self._preactivations(x))
+            a, h, states = 2 * a - 1, b.new_zeros(x.shape[0], self.hidden), []
+            for start in range(0, x.shape[1], self.chunk):
+                states.append(linear_scan(a[:, start:start + self.chunk], b[:, start:start + self.chunk], h))
+                h = states[-1][:, -1]
+            h = torch.cat(states, 1)
+            return self.out_proj(h.to(x.dtype)), h[:, -1]
         log_a, log_b = self.log_coefficients(self._preactivations(x))
         h0 = log_a.new_zeros(x.shape[0], self.hidden)
         h = log_space_scan(log_a, log_b, h0, self.chunk)
@@ -98,6 +126,8 @@ class MinRNNMixer(Mixer):
 
     def step(self, x: torch.Tensor, h: torch.Tensor):
         a, b = self.coefficients(self._preactivations(x))
+        if self.eigenvalues == "signed":
+            a = 2 * a - 1
         h = a * h + b
         return self.out_proj(h.to(x.dtype)), h
 
@@ -141,11 +171,12 @@ class MinLSTMMixer(MinRNNMixer):
 @ARCHITECTURES.register("mingru")
 class MinGRU(MixerStack):
     """minGRU (Feng et al. 2024): a GRU whose gates read only the input. Parallel form: a chunked
-    log-space scan; recurrent form: ``h = (1 − z)·h + z·h̃``. Each block adds a GELU MLP."""
+    log-space scan; recurrent form: ``h = (1 − z)·h + z·h̃``. Each block adds a GELU MLP.
+    ``eigenvalues="signed"``: ``h = (1 − 2z)·h + z·h̃``, parallel form a direct scan."""
 
     Options = MinRNNOptions
     mlp = True
-    test_options = ({}, {"expand": 2}, {"chunk": 8})
+    test_options = ({}, {"expand": 2}, {"chunk": 8}, {"eigenvalues": "signed", "chunk": 8})
 
     def make_mixer(self, d: int, options: MinRNNOptions) -> Mixer:
         return MinGRUMixer(d, options)
@@ -155,11 +186,12 @@ class MinGRU(MixerStack):
 class MinLSTM(MixerStack):
     """minLSTM (Feng et al. 2024): an LSTM with input-only, normalised forget/input gates and no
     output gate. Parallel form: a chunked log-space scan; recurrent form:
-    ``h = f'·h + i'·h̃``. Each block adds a GELU MLP."""
+    ``h = f'·h + i'·h̃``. Each block adds a GELU MLP. ``eigenvalues="signed"``:
+    ``h = (2f' − 1)·h + i'·h̃``, parallel form a direct scan."""
 
     Options = MinRNNOptions
     mlp = True
-    test_options = ({}, {"expand": 2}, {"chunk": 8})
+    test_options = ({}, {"expand": 2}, {"chunk": 8}, {"eigenvalues": "signed", "chunk": 8})
 
     def make_mixer(self, d: int, options: MinRNNOptions) -> Mixer:
         return MinLSTMMixer(d, options)

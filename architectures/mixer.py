@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import torch
@@ -38,6 +38,22 @@ class StepSizeOptions(BackboneOptions):
         if self.dt_min > self.dt_max:
             raise ValueError(f"dt_min ({self.dt_min}) must not exceed dt_max ({self.dt_max})")
         return self
+
+
+#: the range of the eigenvalues of a mixer's state transition (Grazzi et al. 2025, "Unlocking
+#: state-tracking in linear RNNs through negative eigenvalues"): ``positive``, the family's own
+#: [0, 1]; ``signed``, the same gate stretched to [−1, 1] (a diagonal transition a becomes 2a − 1,
+#: the delta rule's β ∈ (0, 1) becomes 2β ∈ (0, 2)). Only with negative eigenvalues can a linear
+#: recurrence flip its state's sign per token, which parity needs.
+Eigenvalues = Literal["positive", "signed"]
+
+
+def diagonal_transition(log_a: torch.Tensor, eigenvalues: Eigenvalues) -> torch.Tensor:
+    """A diagonal transition from ``log_a`` ≤ 0: exp(log_a) ∈ [0, 1] (``positive``) or
+    2·exp(log_a) − 1 ∈ [−1, 1] (``signed``, as Grazzi et al. 2025 extend Mamba's)."""
+    if eigenvalues == "signed":
+        return 2 * torch.exp(log_a) - 1
+    return torch.exp(log_a)
 
 
 def initial_log_step_sizes(n: int, options: StepSizeOptions) -> torch.Tensor:

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate every (arch, task, seed); skip finished runs")
     run.add_argument("--arch", type=_csv, required=True, help="comma-separated backbones (see `harness list`)")
     run.add_argument("--tasks", type=_csv, required=True, help="comma-separated tasks, or 'all'")
-    run.add_argument("--size", default="tiny", help="size preset (parameter budget)")
+    run.add_argument("--size", default="tiny", help="size preset (parameter budget or d<width>x<layers>); "
+                     "several, comma-separated, give one run each")
     run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
     run.add_argument("--budget", default="smoke", help="smoke (CPU minutes) or full (GPU-sized)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -79,15 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
                        help="params, train and inference tokens/s and peak memory per training task")
     table.add_argument("--by", choices=["length"], default=None,
                        help="length: one column per length bucket of one task (e.g. extrapolation/parity)")
-    table.add_argument("--metric", default=None, help="with --by length: the metric (default: the task's)")
-    table.add_argument("--split", default="test", help="with --by length: the split")
-    table.add_argument("--view", choices=["mad"], default=None,
-                       help="mad: the MAD score per backbone, each mad setting at its best lr × weight decay "
-                            "by valid accuracy, reported on test; a column per task")
+    table.add_argument("--metric", default=None,
+                       help="with --by length or --view depth: the metric stored per length (default: the "
+                            "task's); with --view lr: the score (default: the task's first table metric)")
+    table.add_argument("--split", default=None,
+                       help="with --by length or --view depth: the split (default: test); with --view lr: the "
+                            "split of the score (alone: valid gives the dev metric)")
+    table.add_argument("--view", default=None,
+                       help="a table of its own. mad: the MAD score per backbone, each mad setting at its best "
+                            "lr × weight decay by valid accuracy, reported on test; a column per task. lr: "
+                            "learning-rate robustness (Okpekpe & Orvieto 2025), one table per task with runs at "
+                            "several learning rates: a row per backbone (every setting but lr) and size, the "
+                            "score (first table metric) at each rate, mean ± std over seeds, how many rates come "
+                            "within 0.05 (fractions; else 5%%) of the row's best, and the best rate; takes "
+                            "--task, --metric, --split, --stat. depth: depth to solve (Merrill et al. 2024), one "
+                            "table per task: a row per backbone and width (size d<W>x<L> less its depth), a "
+                            "column per test length, the fewest layers whose best run (over lrs and seeds, by "
+                            "the test metric at that length) reaches --threshold, >L when none does; takes "
+                            "--task, --metric, --split, --threshold")
+    table.add_argument("--threshold", type=float, default=None,
+                       help="with --view depth: the score a depth must reach (default 0.99; ≥ for a "
+                            "higher-is-better metric, ≤ for a lower one)")
 
     plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance "
-                                        "(agreement), accuracy vs throughput (pareto)")
-    plot.add_argument("kind", help="extrapolation, agreement or pareto")
+                                        "(agreement), accuracy vs throughput (pareto), score vs learning rate (lr)")
+    plot.add_argument("kind", help="extrapolation, agreement, pareto, or lr (score against learning rate, a "
+                                   "line per backbone, a panel per task with several rates)")
     plot.add_argument("--results", default=DEFAULT_RESULTS)
     plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
     plot.add_argument("--wandb", action="store_true", help="also log the figure to W&B")
@@ -192,8 +210,13 @@ def cmd_run(args) -> int:
     from harness.sweep import expand, parse_overrides
 
     tasks = selected_tasks(args.tasks)
-    configs = expand(args.arch, tasks, size=args.size, seeds=args.seeds, budget=args.budget,
-                     device=resolve_device(args.device), overrides=parse_overrides(args.overrides))
+    device, overrides = resolve_device(args.device), parse_overrides(args.overrides)
+    found = {}  # a run that several sizes share (the upstream of none) is planned once
+    for size in args.size.split(","):
+        for cfg in expand(args.arch, tasks, size=size, seeds=args.seeds, budget=args.budget, device=device,
+                          overrides=overrides):
+            found.setdefault(cfg.run_id, cfg)
+    configs = list(found.values())
     if not configs:
         raise ValueError(f"nothing to run: --arch {','.join(args.arch)} --tasks {','.join(args.tasks)} "
                          f"--seeds {','.join(map(str, args.seeds))} select no runs")
@@ -293,23 +316,57 @@ def cmd_list(args) -> int:
     print("size presets (non-embedding parameters, or a fixed width):")
     for name, p in PRESETS.items():
         print(f"  {name:12s} {p.describe()}")
+    print(f"  {'d<W>x<L>':12s} width W, L layers (not parameter matched): d128x3")
     return 0
+
+
+#: ``harness table --view``: tables of their own
+VIEWS = ("mad", "lr", "depth")
+
+
+def _check_view(args) -> None:
+    """Reject options a view does not take (exit 2, with what it takes)."""
+    from harness.core.registry import suggest
+
+    if args.view is None:
+        if args.threshold is not None:
+            raise ValueError("--threshold goes with --view depth")
+        return
+    suggest("view", args.view, VIEWS)
+    if args.view == "mad":
+        if (args.task not in (None, "mad") or args.by or args.protocol != "all" or args.efficiency
+                or args.threshold is not None or args.metric or args.split):
+            raise ValueError("--view mad is a table of its own (every mad run, each setting at its best lr × "
+                             "weight decay): it takes no --by, --protocol, --efficiency, --metric, --split or "
+                             "--threshold, and no --task but mad")
+    elif args.view == "lr":
+        if args.by or args.protocol != "all" or args.efficiency or args.threshold is not None:
+            raise ValueError("--view lr is a table of its own (every learning rate a column): it takes no --by, "
+                             "--protocol, --efficiency or --threshold; it takes --task, --metric, --split, --stat")
+    elif args.view == "depth":
+        if args.by or args.protocol != "all" or args.efficiency or args.stat != "std":
+            raise ValueError("--view depth is a table of its own (the fewest layers that reach --threshold): it "
+                             "takes no --by, --protocol, --efficiency or --stat; it takes --task, --metric, "
+                             "--split, --threshold")
 
 
 def cmd_table(args) -> int:
     from harness.store import RunStore
-    from harness.tables import length_table, mad_table, make_table
+    from harness.tables import depth_table, length_table, lr_table, mad_table, make_table
 
+    _check_view(args)
     store = RunStore(args.results, create=False)
     if args.view == "mad":
-        if args.task not in (None, "mad") or args.by or args.protocol != "all" or args.efficiency:
-            raise ValueError("--view mad is a table of its own (every mad run, each setting at its best lr × "
-                             "weight decay): it takes no --by, --protocol or --efficiency, and no --task but mad")
         print(mad_table(store, args.format, stat=args.stat))
+    elif args.view == "lr":
+        print(lr_table(store, args.format, task=args.task, stat=args.stat, metric=args.metric, split=args.split))
+    elif args.view == "depth":
+        threshold = 0.99 if args.threshold is None else args.threshold
+        print(depth_table(store, args.format, threshold, args.metric, args.task, args.split or "test"))
     elif args.by == "length":
         if not args.task:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
-        print(length_table(store, args.task, args.metric, args.split, args.format))
+        print(length_table(store, args.task, args.metric, args.split or "test", args.format))
     else:
         print(make_table(store, args.format, task=args.task, protocol=args.protocol, stat=args.stat,
                          efficiency=args.efficiency))

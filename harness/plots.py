@@ -72,10 +72,11 @@ def _colours(labels) -> dict[str, tuple]:
     return {label: cmap(i % cmap.N) for i, label in enumerate(sorted(set(labels)))}
 
 
-def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple]) -> None:
-    """One line per label: mean over seeds, band from the lowest to the highest seed."""
+def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple], x: str = "length") -> None:
+    """One line per label: mean over seeds, band from the lowest to the highest seed (``x``: the
+    column along the x axis)."""
     for label, rows in sorted(data.groupby("label"), key=lambda kv: kv[0]):
-        stats = rows.groupby("length").value.agg(["mean", "min", "max"]).sort_index()
+        stats = rows.groupby(x).value.agg(["mean", "min", "max"]).sort_index()
         ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label, color=colours[label])
         if rows.seed.nunique() > 1:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[label], alpha=0.2)
@@ -96,12 +97,12 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
 
 
 #: the task families whose test metric is stored per sequence length
-LENGTH_FAMILIES = ("lm", "extrapolation", "chomsky", "mqar")
+LENGTH_FAMILIES = ("lm", "extrapolation", "chomsky", "mqar", "word_problem")
 
 
 def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     """Test metric against sequence length, one panel per task (lm, the synthetic probes, the
-    Chomsky-hierarchy tasks, MQAR), five panels a row."""
+    Chomsky-hierarchy tasks, MQAR, word problems), five panels a row."""
     runs, metrics = _frame(store)
     empty = f"no length-bucketed results of {', '.join(LENGTH_FAMILIES)} in the run store {store.root}"
     if metrics.empty:  # no finished runs: the task column is not even text
@@ -304,4 +305,38 @@ def log_to_wandb(paths: list[Path], kind: str) -> None:
     run.finish()
 
 
-PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement, "pareto": plot_pareto}
+def plot_lr(store: RunStore, out_dir: Path) -> list[Path]:
+    """Learning-rate robustness (Okpekpe & Orvieto 2025): each task's score (its first table
+    metric, as ``harness table --view lr``) against the learning rate (log x), one line per
+    backbone (and size, where the figure has several), one panel per task with runs at several
+    rates; band: the lowest to the highest seed."""
+    from harness.tables import lr_scores, swept_tasks
+
+    frame, scored = lr_scores(store)
+    frame = frame.dropna(subset=["value"])
+    panels = swept_tasks(frame) if not frame.empty else []
+    if not panels:
+        raise ValueError(f"no task with finished runs at several learning rates in the run store {store.root}")
+    frame = frame[frame.task.isin(panels)]
+    if frame["size"].nunique() > 1:
+        frame = frame.assign(label=frame.label + " (" + frame["size"] + ")")
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    fig.suptitle("mean over seeds; band: lowest to highest seed; no point: every run failed", fontsize=9)
+    colours = _colours(frame.label)
+    for ax, task in zip(axes.flat, panels):
+        split, metric = scored[task]
+        _lines(ax, frame[frame.task == task], colours, x="lr")
+        ax.set_xscale("log")
+        ax.set_title(f"{task}: {direction(task_class(task).spec(metric).better)}", fontsize=9)
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel(metric_label(task, metric, split))
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    _legend(fig, colours)
+    return _save(fig, out_dir, "lr")
+
+
+PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement, "pareto": plot_pareto, "lr": plot_lr}

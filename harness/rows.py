@@ -50,10 +50,14 @@ def length_metric(label: str) -> str | None:
 
 def arch_options(config: dict) -> dict:
     """Backbone options, those at their task's own default (bidirectional for tagging) read as the
-    backbone's default, so one backbone's rows line up across tasks."""
+    backbone's default, so one backbone's rows line up across tasks; options a stored config leaves
+    out while at their default (``id_optional``) read as that default."""
     options = dict(config["arch_options"])
     if config["task"] in TASKS and config["arch"] in ARCHITECTURES:
-        plain = ARCHITECTURES.get(config["arch"]).Options().model_dump(mode="json")
+        option_cls = ARCHITECTURES.get(config["arch"]).Options
+        for k in getattr(option_cls, "id_optional", ()):  # a plugin's options may not derive from ours
+            options.setdefault(k, option_cls.model_fields[k].default)
+        plain = option_cls().model_dump(mode="json")
         for k, v in task_arch_defaults(config["task"], config["arch"]).items():
             if options.get(k) == v:
                 options[k] = plain[k]

@@ -1,9 +1,9 @@
 """Paper tables from the run store: rows are architectures, columns task metrics, mean ± std over
-seeds. The public entry: ``make_table``, ``length_table``, ``mad_table`` (the MAD score) and
-``export``; the parts live by job in
-``harness.rows`` (row and column identity, labels), ``harness.protocol`` (dev scores, best-lr),
-``harness.stats`` (summaries, spread, Welch ranking), ``harness.render`` (md/LaTeX/CSV, bench
-table) and ``harness.captions``."""
+seeds. The public entry: ``make_table``, ``length_table``, ``mad_table`` (the MAD score),
+``lr_table`` (learning-rate robustness), ``depth_table`` (depth to solve) and ``export``; the
+parts live by job in ``harness.rows`` (row and column identity, labels), ``harness.protocol``
+(dev scores, best-lr), ``harness.stats`` (summaries, spread, Welch ranking), ``harness.render``
+(md/LaTeX/CSV, bench table) and ``harness.captions``."""
 from __future__ import annotations
 
 import json
@@ -328,3 +328,334 @@ def summary_table(store: RunStore, run_ids: list[str] | None = None, width: int 
     lines += ["", f"one headline metric per task (↑/↓: higher/lower is better); mean over seeds "
                   f"(seeds per cell: {seeds.min()}–{seeds.max()}; ± std with several)"]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# learning-rate robustness (Okpekpe & Orvieto 2025) and depth to solve (Merrill et al. 2024)
+
+#: how close to a row's best mean a learning rate must come to count as inside the window:
+#: absolute for fraction-valued metrics (accuracy), relative to the best otherwise (perplexity)
+LR_TOLERANCE = 0.05
+
+
+def _tolerance(spec) -> tuple[bool, str, str]:
+    """(absolute?, heading text, caption text) of the lr window for a metric's spec."""
+    if spec.unit == "fraction":
+        return True, f"{LR_TOLERANCE:g}", f"{LR_TOLERANCE:g} (absolute: the metric is a fraction)"
+    percent = f"{100 * LR_TOLERANCE:g}%"
+    return False, percent, f"{percent} (relative to the best: the metric is no fraction)"
+
+
+def _within(mean: float, best: float, absolute: bool) -> bool:
+    """Whether ``mean`` is inside the window around ``best`` (its end included; 1e-9 slack for
+    floating point)."""
+    allowed = LR_TOLERANCE if absolute else LR_TOLERANCE * abs(best)
+    return abs(mean - best) <= allowed * (1 + 1e-9) + 1e-12
+
+
+def _score_choice(cls, split: str | None, metric: str | None) -> tuple[str, str]:
+    """(split, metric) the lr view scores a task by: its first table metric, unless ``split`` or
+    ``metric`` is given (``split`` alone: the dev metric on the dev split, else the first table
+    metric's name on that split; ``metric`` alone: on test)."""
+    head_split, head_metric = cls.table_metrics[0]
+    if split is None and metric is None:
+        return head_split, head_metric
+    split = split or "test"
+    if metric is None:
+        metric = cls.dev_metric if split != head_split and split == getattr(cls, "dev_split", None) else head_metric
+    return split, metric
+
+
+def _task_filter(labels, task: str | None) -> set[str]:
+    """The task labels ``task`` names (itself, or the family it starts: ``extrapolation``);
+    every label when None; an unknown name answers with the closest ones."""
+    labels = set(labels)
+    if task is None:
+        return labels
+    chosen = {t for t in labels if t == task or t.startswith(f"{task}/")}
+    if not chosen:
+        suggest("task", task, sorted(labels))
+    return chosen
+
+
+def lr_scores(store: RunStore, run_ids: list[str] | None = None, task: str | None = None,
+              metric: str | None = None, split: str | None = None) -> tuple[pd.DataFrame, dict[str, tuple[str, str]]]:
+    """(frame, scored): one row per run of a registered task, with ``label`` (its row label with
+    the learning rate left out: the backbone and every other setting that varies), size, task
+    label, lr, seed, status and ``value``, the score (NaN when the run did not finish or stored
+    none; at the training length for tasks whose table reads it there, such as ``lm``); and
+    task label → the (split, metric) scored (see ``_score_choice``). A split or metric the user
+    chose leaves out the tasks that stored none of it (none has it: the closest names)."""
+    columns_ = ["run_id", "label", "size", "task", "lr", "seed", "status", "value"]
+    runs = store.runs()
+    if run_ids is not None:
+        runs = runs[runs.run_id.isin(run_ids)]
+    tasks = {i: t for i, t in task_labels(runs).items() if task_class(t) is not None}
+    runs = runs[runs.run_id.isin(list(tasks))]
+    if runs.empty:
+        return pd.DataFrame(columns=columns_), {}
+    chosen = _task_filter(tasks.values(), task)
+    runs = runs[runs.run_id.map(tasks).isin(chosen)]
+    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    m = store.metrics()
+    m = m[m.run_id.isin(runs.run_id)]
+    by_run = dict(tuple(m.groupby("run_id")))
+    rows, scored, missing = [], {}, []
+    for t in sorted(chosen):
+        cls = task_class(t)
+        ids = [i for i in runs.run_id if tasks[i] == t]
+        s, name = _score_choice(cls, split, metric)
+        if metric is not None or split is not None:  # a choice of the user's: tasks that stored it
+            stored = sorted(set(m[m.run_id.isin(ids) & (m.split == s)].metric))
+            if name not in stored:
+                missing.append((f"metric on {s} of {t}", name, stored))
+                continue
+        if cls.spec(name).better is None:
+            raise ValueError(f"{t}: metric {name!r} has no better direction, so no best learning rate")
+        scored[t] = (s, name)
+        for r in runs[runs.run_id.isin(ids)].itertuples():
+            value = math.nan
+            if r.status == FINISHED and r.run_id in by_run:
+                g = by_run[r.run_id]
+                g = g[(g.split == s) & (g.metric == name)]
+                if cls.table_at_train_length:
+                    g = g[g.length == json.loads(r.info or "{}").get("train_length")]
+                else:
+                    g = g[g.length.isna()]
+                if not g.empty and math.isfinite(g.value.iloc[0]):
+                    value = float(g.value.iloc[0])
+            rows.append({"run_id": r.run_id, "label": labels[r.run_id], "size": r.size, "task": t,
+                         "lr": float(json.loads(r.config)["train"]["lr"]), "seed": r.seed, "status": r.status,
+                         "value": value})
+    if missing and not scored:  # no task has it: the closest names of the first
+        suggest(*missing[0])
+    return pd.DataFrame(rows, columns=columns_), scored
+
+
+def swept_tasks(frame: pd.DataFrame) -> list[str]:
+    """The task labels of an ``lr_scores`` frame where some row has runs at several rates."""
+    return sorted(t for t, g in frame.groupby("task") if g.groupby(["label", "size"]).lr.nunique().max() > 1)
+
+
+def _caption_rest(runs: pd.DataFrame, stat: str) -> str:
+    """``caption``'s budget, dtype, versions and environment, without its seeds and ranking
+    parts (the views state their own)."""
+    text = caption(runs, stat, {})
+    return "; ".join(p for p in text.split("; ") if not p.startswith(("mean ± ", "bold: ")))
+
+
+def _lr_one(store: RunStore, frame: pd.DataFrame, task: str, scored: tuple[str, str], stat: str):
+    """One task's lr table: (table, marks, caption, csv records)."""
+    cls = task_class(task)
+    split, metric = scored
+    spec = cls.spec(metric)
+    higher = spec.better == "higher"
+    absolute, window, window_text = _tolerance(spec)
+    rates = sorted(set(frame.lr))
+    heading = {lr: f"lr {lr:g}" for lr in rates}
+    inside, best_col = f"within {window} of best", "best lr"
+    rows = sorted({(r.label, r.size) for r in frame.itertuples()})
+    table = pd.DataFrame(index=pd.MultiIndex.from_tuples(rows, names=["arch", "size"]),
+                         columns=[*heading.values(), inside, best_col], dtype=object)
+    marks, records, counts = {}, [], []
+    for i, (label, size) in enumerate(rows):
+        group = frame[(frame.label == label) & (frame["size"] == size)]
+        grid = sorted(set(group.lr))
+        means, record = {}, {"task": task, "arch": label, "size": size}
+        for lr in grid:
+            at = group[group.lr == lr]
+            values = at.value.dropna()
+            failed = at[at.status != FINISHED].status.value_counts()
+            note = ", ".join(f"{n} {st}" for st, n in failed.items())
+            text = "—"
+            if len(values):
+                mean, std = float(values.mean()), float(values.std()) if len(values) > 1 else math.nan
+                means[lr] = mean
+                counts.append(len(values))
+                text = cell(mean, spread(std, len(values), stat), len(values))
+                record |= {f"{heading[lr]} mean": mean, f"{heading[lr]} std": std}
+            table.iloc[i, table.columns.get_loc(heading[lr])] = (
+                f"{text} [{note}]" if note and text != "—" else note or text)
+        if means:
+            best = (max if higher else min)(means.values())
+            best_lr = min(lr for lr, v in means.items() if v == best)
+            n_in = sum(_within(v, best, absolute) for v in means.values())
+            table.iloc[i, table.columns.get_loc(inside)] = f"{n_in}/{len(grid)}"
+            table.iloc[i, table.columns.get_loc(best_col)] = f"{best_lr:g}"
+            marks[(i, heading[best_lr])] = "best"
+            record |= {inside: n_in / len(grid), best_col: best_lr}
+        records.append(record)
+    table = table.fillna("—")
+    spread_text = "std" if stat == "std" else "95% confidence interval (t distribution)"
+    if (split, metric) == tuple(cls.table_metrics[0]):
+        which = "the task's first table metric"
+    elif (split, metric) == (getattr(cls, "dev_split", None), getattr(cls, "dev_metric", None)):
+        which = "the task's dev metric"
+    else:
+        which = "chosen with --metric/--split"
+    at_length = " at the training length" if cls.table_at_train_length else ""
+    reading = ", ".join(x for x in (f"{spec.better} is better", spec.unit) if x)
+    seeds = f"{min(counts)}–{max(counts)}" if counts else "none"
+    stated = (f"{task}: learning-rate robustness (Okpekpe & Orvieto 2025): {split} {metric}{at_length} "
+              f"({reading}; {which}) at each learning rate (columns), mean ± {spread_text} over seeds "
+              f"(seeds per cell: {seeds}); bold: the row's best rate; {inside}: how many of the row's "
+              f"learning rates (every rate it has a run at; one whose runs all failed counts as outside) "
+              f"have a mean within {window_text} of the row's best mean, the direction from the metric's "
+              f"spec; {best_col}: the rate with the best mean (ties: the lower rate); [n status]: runs that "
+              f"did not finish, the cell averaging the others; rows: backbone (every setting but the "
+              f"learning rate) and size")
+    runs = store.runs()
+    runs = runs[runs.run_id.isin(frame.run_id)]
+    runs = runs.assign(label=runs.run_id.map(dict(zip(frame.run_id, frame.label))), task=task)
+    return table, marks, f"{stated}; {_caption_rest(runs, stat)}", records
+
+
+def lr_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = None, task: str | None = None,
+             stat: str = "std", metric: str | None = None, split: str | None = None) -> str:
+    """Learning-rate robustness (Okpekpe & Orvieto 2025): one table per task label with runs at
+    several learning rates (with ``task``: every task it names). Rows: backbone (the row label
+    with the learning rate left out) and size; columns: the score at each learning rate (mean ±
+    std or ci95 over seeds; the task's first table metric unless ``metric``/``split`` say
+    otherwise), then how many of the row's rates come within ``LR_TOLERANCE`` of its best mean
+    (absolute for fraction-valued metrics, relative otherwise; the direction from the metric's
+    spec) and the best rate, which is bold. CSV: one row per task and row, mean and std per rate,
+    the fraction within and the best rate."""
+    check_format(fmt)
+    suggest("statistic", stat, STATS)
+    frame, scored = lr_scores(store, run_ids, task, metric, split)
+    if frame.empty:
+        return "no runs recorded yet"
+    shown = sorted(set(frame.task)) if task is not None else swept_tasks(frame)
+    if not shown:
+        return ("no task has runs at several learning rates yet (the lr view compares each row's "
+                "learning rates; --task names one to show anyway)")
+    parts, records = [], []
+    for t in shown:
+        table, marks, text, rows = _lr_one(store, frame[frame.task == t], t, scored[t], stat)
+        records += rows
+        if fmt != "csv":
+            parts.append(render(table.reset_index(), text, fmt, marks))
+    if fmt != "csv":
+        return ("\n\n" if fmt == "md" else "\n").join(parts)
+    wide = pd.DataFrame(records)
+    rates = sorted({float(c.split()[1]) for c in wide.columns if c.startswith("lr ")})
+    ordered = ["task", "arch", "size", *(f"lr {lr:g} {what}" for lr in rates for what in ("mean", "std")),
+               *(c for c in wide.columns if c.startswith("within ")), "best lr"]
+    return wide.reindex(columns=[c for c in dict.fromkeys(ordered) if c in wide.columns]).to_csv(index=False)
+
+
+def _width(size: str) -> str:
+    """A size name less its depth: ``d128x3`` and ``d128`` → ``d128`` (a fixed width); a
+    parameter-matched preset (``tiny``) stays itself (its width follows the budget)."""
+    from architectures.sizing import preset
+
+    p = preset(size)
+    return f"d{p.d_model}" if p.d_model is not None else size
+
+
+def _depth(info: dict, size: str) -> int:
+    """A run's number of layers, as the backbone recorded it (else as its size preset says)."""
+    from architectures.sizing import preset
+
+    layers = info.get("backbone", {}).get("n_layers")
+    return int(layers) if layers is not None else preset(size).n_layers
+
+
+def depth_table(store: RunStore, fmt: str = "md", threshold: float = 0.99, metric: str | None = None,
+                task: str | None = None, split: str = "test", run_ids: list[str] | None = None) -> str:
+    """Depth to solve (Merrill et al. 2024): one table per task label; rows: backbone (the row
+    label with the learning rate left out) and width (the size name less its depth, so a
+    backbone at two widths is two rows); columns: the lengths ``metric`` is stored at on
+    ``split`` (default: the task's per-length metric); a cell: the fewest layers whose best run
+    (the best value at that length over every learning rate and seed of that depth) reaches
+    ``threshold`` (≥ for a higher-is-better metric, ≤ for a lower one, from its spec); ``≤d``
+    where depth d − 1 was not tried, ``>d`` where no depth tried (up to d) reaches it. Without
+    ``task`` only tasks whose metric is a fraction are shown."""
+    check_format(fmt)
+    if not math.isfinite(threshold):
+        raise ValueError(f"--threshold must be a finite number, got {threshold}")
+    runs = store.runs()
+    runs = runs[runs.status == FINISHED]
+    if run_ids is not None:
+        runs = runs[runs.run_id.isin(run_ids)]
+    tasks = {i: t for i, t in task_labels(runs).items() if task_class(t) is not None}
+    runs = runs[runs.run_id.isin(list(tasks))]
+    if runs.empty:
+        return "no finished runs recorded yet"
+    chosen = _task_filter(tasks.values(), task)
+    m = store.metrics()
+    m = m[m.run_id.isin(runs.run_id) & (m.split == split) & m.length.notna()]
+    m = m.assign(task=m.run_id.map(tasks))
+    m = m[m.task.isin(chosen)]
+    if metric is not None:
+        suggest(f"metric stored per length on {split}", metric, sorted(set(m.metric)))
+    wanted = {t: metric or length_metric(t) for t in chosen}
+    shown = sorted(t for t in chosen if wanted[t] and ((m.task == t) & (m.metric == wanted[t])).any()
+                   and (task is not None or task_class(t).spec(wanted[t]).unit == "fraction"))
+    if not shown:
+        what = f"{split} {metric}" if metric else f"a fraction-valued {split} metric"
+        return f"no task stores {what} per length yet"
+    runs = runs[runs.run_id.map(tasks).isin(shown)]
+    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    infos = {r.run_id: json.loads(r.info or "{}") for r in runs.itertuples()}
+    depth = {r.run_id: _depth(infos[r.run_id], r.size) for r in runs.itertuples()}
+    width = {r.run_id: _width(r.size) for r in runs.itertuples()}
+    lrs = {r.run_id: float(json.loads(r.config)["train"]["lr"]) for r in runs.itertuples()}
+    parts, records = [], []
+    for t in shown:
+        name = wanted[t]
+        spec = task_class(t).spec(name)
+        if spec.better is None:
+            raise ValueError(f"{t}: metric {name!r} has no better direction, so no threshold to reach")
+        higher = spec.better == "higher"
+        data = m[(m.task == t) & (m.metric == name) & m.run_id.isin(runs.run_id)]
+        data = data.assign(label=data.run_id.map(labels), width=data.run_id.map(width),
+                           depth=data.run_id.map(depth), length=data.length.astype(int))
+        best = data.groupby(["label", "width", "depth", "length"]).value.agg("max" if higher else "min")
+        lengths = sorted(set(data.length))
+        order = {w: (int(w[1:]) if w[1:].isdigit() and w.startswith("d") else math.inf, w) for w in set(data.width)}
+        rows = sorted({(r.label, r.width) for r in data.itertuples()}, key=lambda lw: (lw[0], order[lw[1]]))
+        table = pd.DataFrame(index=pd.MultiIndex.from_tuples(rows, names=["arch", "width"]),
+                             columns=[str(n) for n in lengths], dtype=object)
+        tried_text = []
+        for i, (label, w) in enumerate(rows):
+            at_row = best.loc[(label, w)]
+            tried = sorted(set(at_row.index.get_level_values("depth")))
+            tried_text.append(f"{label} {w}: {', '.join(map(str, tried))}")
+            for n in lengths:
+                scores = {d: v for (d, length), v in at_row.items() if length == n}
+                if not scores:
+                    continue
+                reached = [d for d, v in scores.items() if (v >= threshold if higher else v <= threshold)]
+                if reached:
+                    smallest = min(reached)
+                    text = f"≤{smallest}" if smallest > 1 and smallest - 1 not in scores else str(smallest)
+                else:
+                    smallest, text = None, f">{max(scores)}"
+                table.iloc[i, table.columns.get_loc(str(n))] = text
+                records.append({"task": t, "arch": label, "width": w, "length": n, "min_depth": smallest,
+                                "depths": " ".join(map(str, sorted(scores))), "cell": text})
+        if fmt == "csv":
+            continue
+        kept = runs[runs.run_id.isin(data.run_id)]
+        kept = kept.assign(label=kept.run_id.map(labels), task=t)
+        rates = ", ".join(f"{lr:g}" for lr in sorted({lrs[i] for i in kept.run_id}))
+        per_depth = kept.assign(depth=kept.run_id.map(depth), width=kept.run_id.map(width)).groupby(
+            ["label", "width", "depth"]).run_id.count()
+        reading = ", ".join(x for x in (f"{spec.better} is better", spec.unit) if x)
+        sign = "≥" if higher else "≤"
+        stated = (f"{t}: depth to solve (Merrill et al. 2024): the fewest layers whose best run reaches {split} "
+                  f"{name} {sign} {threshold:g} ({reading}) at each {split} length (columns); best run: the "
+                  f"{'highest' if higher else 'lowest'} {split} {name} at that length over every learning rate "
+                  f"and seed of that depth (chosen on the {split} set itself: the table asks whether some "
+                  f"trained model of that depth solves that length); ≤d: depth d reaches it and d − 1 was not "
+                  f"tried; >d: no depth tried, up to d, reaches it; —: no run at that length; rows: backbone "
+                  f"(every setting but the learning rate) and width (the size name less its depth: a backbone "
+                  f"at two widths is two rows; depth read from each run's recorded backbone); depths tried: "
+                  f"{'; '.join(tried_text)}; learning rates: {rates}; runs per depth: "
+                  f"{per_depth.min()}–{per_depth.max()}; finished runs only")
+        parts.append(render(table.fillna("—").reset_index(), f"{stated}; {_caption_rest(kept, 'std')}", fmt))
+    if fmt == "csv":
+        frame = pd.DataFrame(records, columns=["task", "arch", "width", "length", "min_depth", "depths", "cell"])
+        return frame.astype({"min_depth": "Int64"}).to_csv(index=False)
+    return ("\n\n" if fmt == "md" else "\n").join(parts)

@@ -161,3 +161,6 @@ def test_a_run_through_the_command_stores_accuracy_per_length_and_the_score(tmp_
     assert len(score) == 1 and score.length.isna().all()
     assert score.value.iloc[0] == pytest.approx(per_length.value.mean())
     assert TASKS.get("chomsky").table_metrics[0] == ("test", "score")
+    # the per-length accuracy is drawn against length, as lm's and the probes' are
+    assert harness("plot", "extrapolation", "--results", tmp_path, "--out", tmp_path / "figures") == 0
+    assert (tmp_path / "figures" / "extrapolation.png").stat().st_size > 0

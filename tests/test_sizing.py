@@ -60,3 +60,12 @@ def test_unknown_preset_and_bad_option():
         build_backbone("cnn", "tiny", {"kernel_size": 0})
     with pytest.raises(ValueError, match="position"):
         build_backbone("transformer", "tiny", {"position": "rotary"})
+
+
+def test_one_command_runs_several_sizes(tmp_path, capsys):
+    from tests.conftest import harness
+
+    assert harness("run", "--arch", "lstm", "--tasks", "extrapolation", "--set", "probe=parity",
+                   "--size", "d32x1,d32x2,tiny", "--results", tmp_path, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "3 runs, 0 already finished, 3 to run" in out and "d32x2" in out

@@ -59,6 +59,17 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
         # 15 backbones × 4 settings × 4 widths × 4 rates; on the CPU 15 × 2 widths × 3 rates
         "mqar_zoology.yaml": "960 runs, 0 already finished, 960 to run",
         "study_synthetic/mqar.yaml": "90 runs, 0 already finished, 90 to run",
+        # 6 backbones × 4 depths × 3 groups × 19 lengths × 3 rates; on the CPU 4 × 3 depths × 2 groups
+        "word_problem_protocol.yaml": "4104 runs, 0 already finished, 4104 to run",
+        "study_state_tracking/word_problem.yaml": "24 runs, 0 already finished, 24 to run",
+        "study_synthetic/agreement_nested.yaml": "20 runs, 0 already finished, 20 to run",  # 5 × 2 grammars × 2 seeds
+        # 15 backbones × 6 numbers of training automata × 2 rates × 3 seeds; on the CPU 6 × 2 numbers
+        "regbench_protocol.yaml": "540 runs, 0 already finished, 540 to run",
+        "study_state_tracking/regbench.yaml": "12 runs, 0 already finished, 12 to run",
+        # 6 settings (mamba, deltanet × 2 eigenvalue ranges; lstm, transformer) × 3 tasks × 3 rates × 3 seeds;
+        # on the CPU 6 settings × 2 tasks
+        "eigenvalues_protocol.yaml": "162 runs, 0 already finished, 162 to run",
+        "study_state_tracking/parity_eigenvalues.yaml": "12 runs, 0 already finished, 12 to run",
     }
     files = sorted((ROOT / "results").rglob("*.yaml"))  # every study, in its own folder or not
     names = [path.relative_to(ROOT / "results").as_posix() for path in files]

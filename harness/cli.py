@@ -429,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harness: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if argv is None:  # the program, not a call in-process: it only winds down from here,
+            # and a second signal would escape as an unhandled KeyboardInterrupt, ending it by
+            # SIGINT instead of status 130
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("harness: interrupted; finished runs are kept, the run in progress will be redone",
               file=sys.stderr)
         return 130

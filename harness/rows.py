@@ -98,7 +98,8 @@ def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict
             len({json.dumps(f.get(k)) for f in flats.values()}) > 1 or k in arch_varying[arch])]
         for i in ids:
             base = runs.loc[runs.run_id == i, "label"].iloc[0]
-            extra = [f"{k}={flats[i].get(k)}" for k in varying if f"{k}=" not in base]
+            # a setting this run leaves unset (a task option at its default) adds nothing to its label
+            extra = [f"{k}={flats[i][k]}" for k in varying if f"{k}=" not in base and k in flats[i]]
             if extra:
                 base = f"{base[:-1]},{','.join(extra)}]" if base.endswith("]") else f"{base}[{','.join(extra)}]"
             labels[i] = base

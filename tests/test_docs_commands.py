@@ -164,7 +164,7 @@ def _concrete(argv: list[str], env: dict, tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A small store of fake finished runs (lm, agreement, extrapolation/parity; two backbones,
+    """A small store of fake finished runs (lm, agreement, extrapolation/parity, two Chomsky tasks; two backbones,
     two seeds) with every number the documented tables and figures read, and the files the
     placeholders stand for."""
     from harness.config import RunConfig
@@ -184,10 +184,15 @@ def env(tmp_path_factory):
                  + [Metric("test", "ppl_by_position", 90.0 + k, k) for k in (1, 2, 4, 8)]),
                 ("agreement", {}, [Metric(s, "accuracy", 0.8 / quality + jitter) for s in ("valid", "test")]
                  + [Metric("test", f"accuracy_attractors_{k}", 0.9 - 0.1 * k + jitter, n)
-                    for k in (0, 1, 2) for n in (2, 4, 8)]
+                    for k in (0, 1, 2, 3, 4) for n in (2, 4, 8)]
                  + [Metric("test", "accuracy", 0.9 - 0.01 * n, n) for n in (2, 4, 8)]),
                 ("extrapolation", {"probe": "parity"}, [Metric(s, "accuracy", 0.7 + jitter) for s in ("valid", "test")]
                  + [Metric("test", "accuracy", 0.9 - 0.01 * n, n) for n in (L, 2 * L, 4 * L)]),
+                *(("chomsky", {"name": name}, [Metric(s, m, 0.6 + jitter) for s in ("valid", "test")
+                                               for m in ("accuracy", "sequence_accuracy")]
+                   + [Metric("test", "score", 0.55 + jitter)]
+                   + [Metric("test", "accuracy", 0.6 - 0.01 * n, n) for n in (2 * L, 4 * L)])
+                  for name in ("parity_check", "modular_arithmetic")),
             ):
                 cfg = RunConfig(arch=arch, task=task, seed=seed, task_options=options, train=train)
                 assert store.claim(cfg)

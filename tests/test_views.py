@@ -280,3 +280,12 @@ def test_table_help_documents_the_views(capsys):
     assert "lr: learning-rate robustness (Okpekpe & Orvieto 2025)" in text
     assert "depth: depth to solve (Merrill et al. 2024)" in text
     assert "--threshold THRESHOLD with --view depth" in text
+
+
+def test_a_task_option_left_unset_adds_nothing_to_the_row_label(tmp_path):
+    from harness.rows import row_labels
+
+    store = RunStore(tmp_path)
+    for options in ({}, {"grammar": "nested"}):
+        _add(store, "gru", "agreement", 1e-3, 0, [Metric("test", "accuracy", 0.5)], options=options)
+    assert sorted(row_labels(store.runs()).values()) == ["gru", "gru[task.grammar=nested]"]

@@ -46,7 +46,7 @@ import pydantic
 from harness.core.metrics import Metric, MetricSpec, specs
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
-from tasks.token_targets import IGNORE, PAD, Tagged, TokenTargetOptions, TokenTargetTask
+from tasks.token_targets import IGNORE, PAD, Tagged, TokenTargetOptions, TokenTargetTask, lengths_from_text
 
 Name = Literal["even_pairs", "modular_arithmetic", "parity_check", "cycle_navigation",
                "stack_manipulation", "reverse_string", "modular_arithmetic_brackets", "solve_equation",
@@ -357,15 +357,7 @@ class ChomskyOptions(TokenTargetOptions):
     @pydantic.field_validator("test_lengths", mode="before")
     @classmethod
     def _lengths_from_text(cls, value):
-        if isinstance(value, int):
-            return (value,)
-        if not isinstance(value, str):
-            return value
-        lengths = []
-        for part in value.split():
-            low, dots, high = part.partition("..")
-            lengths += range(int(low), int(high) + 1) if dots else [int(part)]
-        return tuple(lengths)
+        return lengths_from_text(value)
 
 
 @TASKS.register("chomsky")

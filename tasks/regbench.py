@@ -61,7 +61,7 @@ import torch
 from harness.core.metrics import Metric, MetricSpec, specs
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
-from tasks.token_targets import (EVAL_TOKENS, IGNORE, PAD, Tagged, TokenTargetOptions, TokenTargetTask,
+from tasks.token_targets import (IGNORE, PAD, Tagged, TokenTargetOptions, TokenTargetTask, length_batches,
                                  collate)
 
 #: the paper's generator (seq_icl): states, alphabet size, edges per state, strings, string length
@@ -422,13 +422,8 @@ class RegBench(TokenTargetTask):
         """Per example: whether each scored position's greedy prediction is right, and the sum of
         the positions' total variation distances. Batches as the base task's."""
         device = next(model.parameters()).device
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
         out: list[tuple[list[bool], float]] = [([], 0.0)] * len(examples)
-        start = 0
-        while start < len(order):
-            longest = len(examples[order[min(start + batch_size, len(order)) - 1]].tokens)
-            chunk = order[start:start + max(1, min(batch_size, EVAL_TOKENS // longest))]
-            start += len(chunk)
+        for chunk in length_batches(examples, batch_size):
             batch = {k: v.to(device) for k, v in collate([examples[j] for j in chunk]).items()}
             scored = (batch["targets"] != IGNORE) & (batch["targets"] != DELIM)
             logits = model(batch["tokens"], batch["mask"], scored).float()

@@ -50,6 +50,32 @@ class Tagged:
             raise ValueError("an example scores at least one position")
 
 
+def lengths_from_text(value):
+    """``"2..24"``, ``"2 4 8"``, ``"41..50 100"`` or one number → a tuple of lengths (a list or
+    tuple passes through): test lengths as ``--set`` gives them, whose commas mean several runs."""
+    if isinstance(value, int):
+        return (value,)
+    if not isinstance(value, str):
+        return value
+    lengths = []
+    for part in value.split():
+        low, dots, high = part.partition("..")
+        lengths += range(int(low), int(high) + 1) if dots else [int(part)]
+    return tuple(lengths)
+
+
+def length_batches(examples: list, batch_size: int) -> Iterator[list[int]]:
+    """Indices of ``examples`` (anything with ``tokens``) in batches of similar length, at most
+    ``batch_size`` examples and ``EVAL_TOKENS`` padded tokens each."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
+    start = 0
+    while start < len(order):
+        longest = len(examples[order[min(start + batch_size, len(order)) - 1]].tokens)
+        chunk = order[start:start + max(1, min(batch_size, EVAL_TOKENS // longest))]
+        start += len(chunk)
+        yield chunk
+
+
 class TokenTargetOptions(TaskOptions):
     n_train: int = pydantic.Field(default=20000, ge=1)
     n_valid: int = pydantic.Field(default=500, ge=1)
@@ -145,13 +171,8 @@ class TokenTargetTask(TrainedTask):
         """Per example: (scored positions right, scored positions). Batches hold examples of
         similar length, at most ``batch_size`` of them and ``EVAL_TOKENS`` padded tokens."""
         device = next(model.parameters()).device
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
         out: list[tuple[int, int]] = [(0, 0)] * len(examples)
-        start = 0
-        while start < len(order):
-            longest = len(examples[order[min(start + batch_size, len(order)) - 1]].tokens)
-            chunk = order[start:start + max(1, min(batch_size, EVAL_TOKENS // longest))]
-            start += len(chunk)
+        for chunk in length_batches(examples, batch_size):
             batch = {k: v.to(device) for k, v in collate([examples[j] for j in chunk]).items()}
             scored = batch["targets"] != IGNORE
             hits = self.scored_logits(model, batch).argmax(-1) == batch["targets"][scored]

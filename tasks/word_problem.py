@@ -47,7 +47,8 @@ import pydantic
 from harness.core.metrics import Metric, MetricSpec, specs
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
-from tasks.token_targets import PAD, Tagged, TokenTargetOptions, TokenTargetTask, accuracy_metrics
+from tasks.token_targets import (PAD, Tagged, TokenTargetOptions, TokenTargetTask, accuracy_metrics,
+                                 lengths_from_text)
 
 #: the paper's groups, all of order 60: abelian, solvable, non-solvable
 PAPER_GROUPS = ("Z60", "A4xZ5", "A5")
@@ -210,19 +211,6 @@ def make_group(name: str) -> Group:
         n = len(t)
         table = (table[:, None, :, None] * n + t[None, :, None, :]).reshape(len(table) * n, len(table) * n)
     return Group(factors, elements, table)
-
-
-def lengths_from_text(value):
-    """``"2..24"``, ``"2 4 8"``, ``"2..8 16"`` or one number → a tuple of lengths."""
-    if isinstance(value, int):
-        return (value,)
-    if not isinstance(value, str):
-        return value
-    lengths = []
-    for part in value.split():
-        low, dots, high = part.partition("..")
-        lengths += range(int(low), int(high) + 1) if dots else [int(part)]
-    return tuple(lengths)
 
 
 def solved_length(per_length: dict[int, float]) -> int:

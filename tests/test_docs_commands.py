@@ -193,6 +193,8 @@ def env(tmp_path_factory):
                    + [Metric("test", "score", 0.55 + jitter)]
                    + [Metric("test", "accuracy", 0.6 - 0.01 * n, n) for n in (2 * L, 4 * L)])
                   for name in ("parity_check", "modular_arithmetic")),
+                ("regbench", {}, [Metric(s, m, 0.5 + jitter) for s in ("valid", "test") for m in ("accuracy", "tvd")]
+                 + [Metric("test", "accuracy", 0.5 + 0.01 * n, n) for n in (1, 2, 3)]),
             ):
                 cfg = RunConfig(arch=arch, task=task, seed=seed, task_options=options, train=train)
                 assert store.claim(cfg)

@@ -5,6 +5,7 @@ import argparse
 import os
 import signal
 import sys
+from pathlib import Path
 
 from harness.core.registry import UnknownName
 
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     _execution_options(sweep)
 
     sub.add_parser("list", help="registered backbones, tasks and size presets")
+
+    data = sub.add_parser("data", help="the datasets: list them, fetch them into the cache, verify a copy")
+    data.add_argument("action", choices=["list", "fetch", "verify"])
+    data.add_argument("names", nargs="*", help="datasets (default: all)")
+    data.add_argument("--data-dir", default=None, help="list/verify: this folder first; fetch: into this folder "
+                      "instead of the cache")
 
     table = sub.add_parser("table", help="results as a paper table (mean ± std over seeds)")
     table.add_argument("--results", default=DEFAULT_RESULTS)
@@ -320,6 +327,43 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from harness.core.catalogue import cache_dir, datasets, dataset, fetch, verify
+    from harness.core.data import search_path
+
+    names = args.names or list(datasets())
+    for name in names:
+        dataset(name)  # an unknown name is refused before anything is done
+    if args.action == "fetch":
+        for name in names:
+            folder = fetch(name, args.data_dir)
+            print(f"{name}: {folder}")
+        return 0
+    roots = [Path(args.data_dir)] if args.data_dir and args.action == "verify" else search_path(args.data_dir)
+    bad = 0
+    for name in names:
+        ds = dataset(name)
+        found = [(root, verify(name, root)) for root in roots if (root / name).is_dir()]
+        if args.action == "list":
+            where = next((f"{root / name}" + (f" ({len(p)} of {len(ds.files)} files missing or wrong)" if p else "")
+                          for root, p in found), "not here: `harness data fetch` downloads it")
+            print(f"{name:20s} {len(ds.files):3d} files {ds.size / 1e6:6.1f} MB  {where}")
+            print(f"{'':20s} {ds.title}\n{'':20s} licence: {ds.licence}")
+            continue
+        if not found:
+            print(f"{name}: not found in {', '.join(str(r) for r in roots)}")
+            bad += 1
+            continue
+        root, problems = found[0]
+        for f, problem in problems:
+            print(f"{root / name / f.path}: {problem} (from {f.origin()})")
+        print(f"{name}: {'ok' if not problems else f'{len(problems)} bad'} ({len(ds.files)} files in {root / name})")
+        bad += bool(problems)
+    if args.action == "list":
+        print(f"\ncache: {cache_dir()}")
+    return 1 if bad else 0
+
+
 #: ``harness table --view``: tables of their own
 VIEWS = ("mad", "lr", "depth")
 
@@ -420,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     command = {"run": cmd_run, "sweep": cmd_sweep, "list": cmd_list, "table": cmd_table, "plot": cmd_plot,
-               "export": cmd_export, "bench": cmd_bench, "report": cmd_report}[args.command]
+               "export": cmd_export, "bench": cmd_bench, "report": cmd_report, "data": cmd_data}[args.command]
     try:
         code = command(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at exit

@@ -113,6 +113,7 @@ def _run(case, root: Path) -> tuple[Path, dict, subprocess.CompletedProcess]:
     env = dict(os.environ, HARNESS_DATA_DIR=str(DATA_DIR), HARNESS_RESULTS=str(tmp / "store"))
     if name == "missing-dataset":
         env.pop("HARNESS_DATA_DIR")
+        env.pop("HARNESS_CACHE_DIR", None)
         env["XDG_CACHE_HOME"] = str(tmp / "cache")
     done = subprocess.run([sys.executable, "-m", "harness", *argv], capture_output=True, text=True, env=env,
                           timeout=300)
@@ -126,7 +127,8 @@ def outcomes(tmp_path_factory):
         return dict(zip([c[0] for c in CASES], pool.map(lambda c: _run(c, root), CASES)))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.data] if c[0].startswith("pairs-") else [])
+                                  for c in CASES], ids=[c[0] for c in CASES])  # pairs: scored by an lm run
 def test_bad_input_is_refused_clearly_and_changes_nothing(case, outcomes):
     name, _, status, culprit = case
     tmp, before, done = outcomes[name]

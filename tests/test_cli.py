@@ -127,7 +127,7 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, data_dir, capsys, args, 
 
 def test_missing_dataset_says_what_where_and_how(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
-    monkeypatch.setattr("harness.core.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     empty = tmp_path / "nothing-here"
     rc = harness("run", "--arch", "lstm", "--tasks", "lm", "--results", tmp_path / "r", "--data-dir", empty)
     err = capsys.readouterr().err
@@ -144,7 +144,7 @@ def test_a_missing_dataset_stops_every_launcher_before_it_claims_a_run(tmp_path,
     from harness.sweep import expand
 
     monkeypatch.delenv("HARNESS_DATA_DIR", raising=False)
-    monkeypatch.setattr("harness.core.data.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     store = RunStore(tmp_path / "r")
     configs = expand(["gru"], ["agreement_lm"])
     launch = Launch(data_dir=str(tmp_path / "nothing-here"), workers=2 if launcher == "local-workers" else None)

@@ -3,7 +3,8 @@ Markdown (code blocks, indented or fenced, and inline code) and run in this proc
 
 - `run` and `sweep` run with `--dry-run` (added when the text has none, so nothing trains);
   `table`, `export`, `report` and `plot` read a small store of fake finished runs built once;
-  `list` runs as it is; `bench` measures on the smallest settings (one short length, one repeat,
+  `list` and `data` run as they are (`data fetch` with the shared datasets as its cache, so it
+  downloads nothing); `bench` measures on the smallest settings (one short length, one repeat,
   in process); `bench --from` reads the committed `results/bench_cpu/bench.csv`.
 - Placeholders become real things: FILE (a minimal-pairs JSONL), A/B/C (CoNLL files), DIR and
   `runs/...` (temporary stores), OUT and `--out`/`--output` (temporary folders), `study.yaml` (a
@@ -28,7 +29,7 @@ from harness.cli import build_parser, main
 from tests.conftest import DATA_DIR, ROOT, TINY_TRAIN
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "results").rglob("*.md"))]
-SUBCOMMANDS = ("run", "sweep", "list", "table", "plot", "bench", "report", "export")
+SUBCOMMANDS = ("run", "sweep", "list", "table", "plot", "bench", "report", "export", "data")
 #: documented commands that cannot run here, and why
 SKIPS = {"harness run --arch my_mixer": "the plugin example: its package (my_package) is not installed"}
 
@@ -91,7 +92,9 @@ def _all_commands():
         for kind, text in _commands_in(path):
             if (kind, text) not in seen:
                 seen.add((kind, text))
-                cases.append(pytest.param(kind, text, id=f"{path.relative_to(ROOT)}: {text}"[:150]))
+                needs_data = text.startswith(("harness data fetch", "harness data verify"))
+                cases.append(pytest.param(kind, text, id=f"{path.relative_to(ROOT)}: {text}"[:150],
+                                          marks=[pytest.mark.data] if needs_data else []))
     return cases
 
 
@@ -193,6 +196,12 @@ def env(tmp_path_factory):
                    + [Metric("test", "score", 0.55 + jitter)]
                    + [Metric("test", "accuracy", 0.6 - 0.01 * n, n) for n in (2 * L, 4 * L)])
                   for name in ("parity_check", "modular_arithmetic")),
+                *(("word_problem", {"group": group}, [Metric(s, m, 0.4 + jitter) for s in ("valid", "test")
+                                                     for m in ("accuracy", "sequence_accuracy")]
+                   + [Metric("test", "solved_length", 2.0), Metric("test", "sequence_accuracy_within", 0.2),
+                      Metric("test", "sequence_accuracy_beyond", 0.0)]
+                   + [Metric("test", "sequence_accuracy", 0.5 - 0.01 * n, n) for n in (2, 12, 24)])
+                  for group in ("Z60", "A5")),
                 ("regbench", {}, [Metric(s, m, 0.5 + jitter) for s in ("valid", "test") for m in ("accuracy", "tvd")]
                  + [Metric("test", "accuracy", 0.5 + 0.01 * n, n) for n in (1, 2, 3)]),
             ):
@@ -248,7 +257,7 @@ def _options() -> set[str]:
 
 #: what each command needs before an option fragment parses
 BASES = {"run": ["run", "--arch", "lstm", "--tasks", "lm"], "sweep": ["sweep", "study.yaml"], "table": ["table"],
-         "bench": ["bench"], "plot": ["plot", "pareto"], "report": ["report"], "export": ["export"]}
+         "bench": ["bench"], "plot": ["plot", "pareto"], "report": ["report"], "export": ["export"], "data": ["data", "list"]}
 
 
 @pytest.mark.parametrize("kind,text", COMMANDS)
@@ -279,6 +288,8 @@ def test_documented_command(kind, text, env, tmp_path, monkeypatch, capsys):
         key = tuple(a.replace(str(tmp_path), "<tmp>") for a in argv)
         if key in _PASSED:  # the same command elsewhere in the docs (e.g. only its --out differs)
             continue
+        if argv[0] == "data":  # the datasets are already here: a fetch finds them and downloads nothing
+            monkeypatch.setenv("HARNESS_CACHE_DIR", str(DATA_DIR))
         code = main(argv)
         captured = capsys.readouterr()
         assert code == 0, f"`{text}` as {argv} exited {code}:\n{captured.err[-2000:]}"

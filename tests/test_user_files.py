@@ -143,6 +143,7 @@ def test_every_reader_turns_a_bad_gz_file_into_a_data_error(tmp_path, data, mess
         assert caught.value.path == path
 
 
+@pytest.mark.data  # the pairs are scored by an lm run, trained on WikiText-2
 def test_a_garbage_gz_pairs_file_exits_2(tmp_path, capsys):
     path = tmp_path / "pairs.jsonl.gz"
     path.write_bytes(_truncated_gz('{"sentence_good": "a b", "sentence_bad": "a c"}\n' * 50))

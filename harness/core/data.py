@@ -1,4 +1,5 @@
-"""Where datasets come from: ``--data-dir``, then ``$HARNESS_DATA_DIR``, then the user cache; and
+"""Where datasets come from: ``--data-dir``, then ``$HARNESS_DATA_DIR``, then the user cache, then a
+download (``catalogue``); and
 how a data file is read: ``DataError`` names the file (and line) of anything that cannot be read."""
 from __future__ import annotations
 
@@ -11,14 +12,9 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from harness.core.catalogue import FetchError, MissingDataset, cache_dir, datasets, fetch, manual_instructions
+
 T = TypeVar("T")
-
-CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness" / "data"
-
-
-class MissingDataset(FileNotFoundError):
-    def __str__(self) -> str:
-        return self.args[0]
 
 
 def search_path(data_dir: str | Path | None) -> list[Path]:
@@ -27,22 +23,38 @@ def search_path(data_dir: str | Path | None) -> list[Path]:
         roots.append(Path(data_dir))
     if os.environ.get("HARNESS_DATA_DIR"):
         roots.append(Path(os.environ["HARNESS_DATA_DIR"]))
-    roots.append(CACHE_DIR)
+    roots.append(cache_dir())
     return roots
 
 
+def fetching_allowed() -> bool:
+    """Whether a dataset missing everywhere is downloaded on first use (``HARNESS_DATA_OFFLINE=1``: not)."""
+    return os.environ.get("HARNESS_DATA_OFFLINE", "") not in ("1", "true", "yes")
+
+
 def find_dataset(name: str, files: list[str], data_dir: str | Path | None) -> Path:
-    """The first folder ``<root>/<name>`` holding every one of ``files``."""
+    """The first folder ``<root>/<name>`` holding every one of ``files``; a registered dataset found
+    nowhere is fetched into the cache (unless ``HARNESS_DATA_OFFLINE=1``)."""
     roots = search_path(data_dir)
     for root in roots:
         folder = root / name
         if all((folder / f).is_file() for f in files):
             return folder
     looked = "\n".join(f"  {root / name}" for root in roots)
-    raise MissingDataset(
-        f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
-        f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those "
-        f"files (DIR/{name}/SOURCE.md in the shared data folder says where they come from).")
+    where = (f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those files, "
+             f"or fetch it: harness data fetch {name}.")
+    if name not in datasets():
+        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n{where}")
+    if not fetching_allowed():
+        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
+                             f"{where} (HARNESS_DATA_OFFLINE=1: not downloaded)\n"
+                             f"{manual_instructions(datasets()[name], cache_dir() / name)}")
+    try:
+        folder = fetch(name)
+    except FetchError as err:
+        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
+                             f"Downloading it failed: {err}") from None
+    return folder
 
 
 class DataError(ValueError):

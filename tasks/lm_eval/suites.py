@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pydantic
 
+from harness.core.catalogue import dataset
 from harness.core.data import DataError, decode_text, find_dataset, read_bytes, text_lines
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
@@ -315,10 +316,7 @@ class BLiMP(_BLiMP):
     in_all = False  # blimp_agreement is its agreement part; all 67 paradigms take long on a CPU
     table_metrics = (("mean", "accuracy"), *((g, "accuracy") for g in BLIMP_AGREEMENT))
 
-    def __init__(self, options: SuiteOptions, data_dir):
-        folder = find_dataset("blimp", ["SOURCE.md"], data_dir).resolve()
-        self.paradigms = tuple(sorted(p.name.removesuffix(".jsonl.gz") for p in (folder / "data").glob("*.jsonl.gz")))
-        super().__init__(options, data_dir)
+    paradigms = tuple(sorted(f.path.removeprefix("data/").removesuffix(".jsonl.gz") for f in dataset("blimp").files))
 
 
 class PairsOptions(SuiteOptions):

@@ -1,0 +1,88 @@
+"""A mirror of the datasets' upstream files on 127.0.0.1, built from a local data folder: it serves
+``/<repo>/<commit>/<source>`` as the repository holds it (a file stored gzipped is served
+decompressed; Marvin & Linzen's JSON Lines as the pickles it was converted from), and can corrupt,
+truncate or withhold any file to test what a download does with them."""
+from __future__ import annotations
+
+import gzip
+import threading
+from collections import Counter
+from functools import cached_property
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from harness.core.catalogue import datasets, jsonl_to_pickles
+
+
+class Mirror:
+    def __init__(self, data_dir: Path):
+        self.data_dir = Path(data_dir)
+        #: url path -> "corrupt" | "truncate" | "truncate_once" | "missing"
+        self.faults: dict[str, str] = {}
+        self.requests: Counter = Counter()
+        self._converted: dict[str, dict[str, bytes]] = {}
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def path_of(self, dataset: str, path: str, source: int = 0) -> str:
+        """The URL path of a registered file's (first) source."""
+        f = next(f for f in datasets()[dataset].files if f.path == path)
+        return f"/{f.repo}/{f.commit}/{f.sources[source]}"
+
+    @cached_property
+    def _routes(self) -> dict[str, tuple[str, str]]:
+        return {f"/{f.repo}/{f.commit}/{source}": (name, f.path)
+                for name, ds in datasets().items() for f in ds.files for source in f.sources}
+
+    def body(self, url_path: str) -> bytes | None:
+        if url_path not in self._routes:
+            return None
+        name, path = self._routes[url_path]
+        f = next(f for f in datasets()[name].files if f.path == path)
+        stored = (self.data_dir / name / path).read_bytes()
+        if f.unpack == "copy":
+            return stored
+        if f.unpack == "gzip":
+            return gzip.decompress(stored)
+        if path not in self._converted:
+            self._converted[path] = jsonl_to_pickles(gzip.decompress(stored))
+        return self._converted[path][Path(url_path).stem]
+
+    def _handler(self):
+        mirror = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                mirror.requests[self.path] += 1
+                fault = mirror.faults.get(self.path)
+                body = mirror.body(self.path)
+                if body is None or fault == "missing":
+                    self.send_error(404)
+                    return
+                if fault == "corrupt":
+                    body = bytes([body[0] ^ 0xFF]) + body[1:]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if fault in ("truncate", "truncate_once"):
+                    if fault == "truncate_once":
+                        del mirror.faults[self.path]
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -11,7 +11,7 @@ from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from harness.core.catalogue import datasets, jsonl_to_pickles
+from harness.core.catalogue import DataFile, datasets, jsonl_to_pickles
 
 
 class Mirror:
@@ -35,16 +35,15 @@ class Mirror:
         return f"/{f.repo}/{f.commit}/{f.sources[source]}"
 
     @cached_property
-    def _routes(self) -> dict[str, tuple[str, str]]:
-        return {f"/{f.repo}/{f.commit}/{source}": (name, f.path)
-                for name, ds in datasets().items() for f in ds.files for source in f.sources}
+    def _routes(self) -> dict[str, DataFile]:
+        return {f"/{f.repo}/{f.commit}/{source}": f for ds in datasets().values() for f in ds.files for source in f.sources}
 
     def body(self, url_path: str) -> bytes | None:
-        if url_path not in self._routes:
+        f = self._routes.get(url_path)
+        if f is None:
             return None
-        name, path = self._routes[url_path]
-        f = next(f for f in datasets()[name].files if f.path == path)
-        stored = (self.data_dir / name / path).read_bytes()
+        path = f.path
+        stored = (self.data_dir / f.dataset / path).read_bytes()
         if f.unpack == "copy":
             return stored
         if f.unpack == "gzip":

@@ -25,8 +25,8 @@ except ModuleNotFoundError:  # Python 3.10
 
 REGISTRY = Path(__file__).with_name("datasets.toml")
 DEFAULT_URL = "https://raw.githubusercontent.com"
-#: how a download becomes the stored file
-UNPACKS = ("copy", "gzip", "pickles_to_jsonl")
+#: how a download becomes the stored file, as the messages say it
+UNPACKS = {"copy": "", "gzip": ", gzipped", "pickles_to_jsonl": ", the pickles converted to JSON Lines"}
 
 
 class MissingDataset(FileNotFoundError):
@@ -62,8 +62,7 @@ class DataFile:
         return [f"{base_url()}/{self.repo}/{self.commit}/{source}" for source in self.sources]
 
     def origin(self) -> str:
-        how = {"copy": "", "gzip": ", gzipped", "pickles_to_jsonl": ", the pickles converted to JSON Lines"}
-        return f"{self.repo}@{self.commit[:12]}: {', '.join(self.sources)}{how[self.unpack]}"
+        return f"{self.repo}@{self.commit[:12]}: {', '.join(self.sources)}{UNPACKS[self.unpack]}"
 
 
 @dataclass(frozen=True)
@@ -137,7 +136,7 @@ def manual_instructions(ds: Dataset, folder: Path) -> str:
     lines = [f"Put these files in {folder}/ (or in DIR/{ds.name}/ and pass --data-dir DIR):"]
     for f in ds.files:
         lines.append(f"  {f.path}  from {f.urls()[0]}" + (f" (and {len(f.sources) - 1} more)" if len(f.sources) > 1 else "")
-                     + {"copy": "", "gzip": ", gzipped", "pickles_to_jsonl": ", converted"}[f.unpack])
+                     + UNPACKS[f.unpack])
     lines.append(f"Licence: {ds.licence}. `harness data verify --data-dir DIR` checks them.")
     return "\n".join(lines)
 

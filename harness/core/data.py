@@ -41,19 +41,18 @@ def find_dataset(name: str, files: list[str], data_dir: str | Path | None) -> Pa
         if all((folder / f).is_file() for f in files):
             return folder
     looked = "\n".join(f"  {root / name}" for root in roots)
+    head = f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
     where = (f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those files, "
              f"or fetch it: harness data fetch {name}.")
     if name not in datasets():
-        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n{where}")
+        raise MissingDataset(head + where)
     if not fetching_allowed():
-        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
-                             f"{where} (HARNESS_DATA_OFFLINE=1: not downloaded)\n"
+        raise MissingDataset(f"{head}{where} (HARNESS_DATA_OFFLINE=1: not downloaded)\n"
                              f"{manual_instructions(datasets()[name], cache_dir() / name)}")
     try:
         folder = fetch(name)
     except FetchError as err:
-        raise MissingDataset(f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
-                             f"Downloading it failed: {err}") from None
+        raise MissingDataset(f"{head}Downloading it failed: {err}") from None
     return folder
 
 

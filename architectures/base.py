@@ -73,6 +73,28 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def layer_states(self, x: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """Each layer's output ``(B, T, d)``, first layer first; the last is ``forward``'s output
+        (after any final norm). Families whose layers are the ``blocks`` ModuleList get this from
+        hooks on the blocks; others override it, or give one entry: the output."""
+        blocks = getattr(self, "blocks", None)
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+            return [self(x, mask)]
+        outputs: list[torch.Tensor] = []
+
+        def keep(module, args, output):
+            outputs.append(output[0] if isinstance(output, tuple) else output)
+
+        hooks = [block.register_forward_hook(keep) for block in blocks]
+        try:
+            final = self(x, mask)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        if len(outputs) != len(blocks):
+            raise RuntimeError(f"{type(self).__name__}: {len(outputs)} block outputs for {len(blocks)} blocks")
+        return outputs[:-1] + [final]
+
     def init_state(self, batch_size: int, device, dtype) -> Any:  # pragma: no cover
         """The state before the first position."""
         raise NotImplementedError

@@ -1,6 +1,8 @@
 """Elman RNN, LSTM and GRU: stacked, optionally bidirectional, on PyTorch's fused kernels."""
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -36,6 +38,24 @@ class _Recurrent(Backbone):
         else:
             out, _ = self.rnn(x)
         return self.dropout(out)
+
+    def layer_states(self, x: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """The stack run one layer at a time, each a one-layer module holding that layer's weights."""
+        outputs = []
+        for layer in range(self.n_layers):
+            one = self.cell(x.shape[-1], self.hidden, num_layers=1, batch_first=True,
+                            bidirectional=self.options.bidirectional).to(x.device, x.dtype)
+            weights = {name.replace(f"_l{layer}", "_l0"): p for name, p in self.rnn.named_parameters()
+                       if re.search(rf"_l{layer}(_reverse)?$", name)}
+            one.load_state_dict(weights)
+            if self.options.bidirectional and mask is not None and not bool(mask.all()):
+                lengths = mask.sum(1).clamp(min=1).cpu()
+                out, _ = one(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+                x, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
+            else:
+                x, _ = one(x)
+            outputs.append(x)
+        return outputs
 
     # Incremental state: (B, layers, hidden) per state vector; nn.RNNBase wants (layers, B, hidden).
     def init_state(self, batch_size: int, device, dtype):

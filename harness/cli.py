@@ -91,8 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --by length or --view depth: the metric stored per length (default: the "
                             "task's); with --view lr: the score (default: the task's first table metric)")
     table.add_argument("--split", default=None,
-                       help="with --by length or --view depth: the split (default: test); with --view lr: the "
-                            "split of the score (alone: valid gives the dev metric)")
+                       help="with --by length or --view depth: the split (default: test, or the task's "
+                            "probing set); with --view lr: the split of the score (alone: valid gives the dev metric)")
     table.add_argument("--view", default=None,
                        help="a table of its own. mad: the MAD score per backbone, each mad setting at its best "
                             "lr × weight decay by valid accuracy, reported on test; a column per task. lr: "
@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "higher-is-better metric, ≤ for a lower one)")
 
     plot = sub.add_parser("plot", help="figures: metric vs length (extrapolation), accuracy vs distance "
-                                        "(agreement), accuracy vs throughput (pareto), score vs learning rate (lr)")
-    plot.add_argument("kind", help="extrapolation, agreement, pareto, or lr (score against learning rate, a "
+                                        "(agreement), probe accuracy vs distance from the subject (probe), "
+                                        "accuracy vs throughput (pareto), score vs learning rate (lr)")
+    plot.add_argument("kind", help="extrapolation, agreement, probe (subject-number probe against distance "
+                                   "from the subject), pareto, or lr (score against learning rate, a "
                                    "line per backbone, a panel per task with several rates)")
     plot.add_argument("--results", default=DEFAULT_RESULTS)
     plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
@@ -410,7 +412,7 @@ def cmd_table(args) -> int:
     elif args.by == "length":
         if not args.task:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
-        print(length_table(store, args.task, args.metric, args.split or "test", args.format))
+        print(length_table(store, args.task, args.metric, args.split, args.format))
     else:
         print(make_table(store, args.format, task=args.task, protocol=args.protocol, stat=args.stat,
                          efficiency=args.efficiency))

@@ -339,4 +339,51 @@ def plot_lr(store: RunStore, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "lr")
 
 
-PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement, "pareto": plot_pareto, "lr": plot_lr}
+#: the probe tasks whose subject-number probe is stored per distance from the subject
+NUMBER_PROBES = ("probe_number", "probe_number_lm")
+
+
+def plot_probe(store: RunStore, out_dir: Path) -> list[Path]:
+    """Subject-number probe accuracy (top layer, held-out sentences) against the distance from
+    the subject: a row per probe task and probing set, a panel for all sentences, one per group
+    (number of attractors; original or nonce), and one for selectivity (accuracy minus
+    control-task accuracy)."""
+    runs, metrics = _frame(store)
+    empty = f"no number-probe results of {', '.join(NUMBER_PROBES)} in the run store {store.root}"
+    if metrics.empty:
+        raise ValueError(empty)
+    family = metrics.task.astype(str).str.split("/").str[0]
+    wanted = metrics[family.isin(NUMBER_PROBES) & metrics.length.notna()
+                     & metrics.metric.astype(str).str.match(r"number_(accuracy|selectivity)($|_attractors_|_original|_nonce)")]
+    if wanted.empty:
+        raise ValueError(empty)
+    rows = sorted(set(zip(wanted.task, wanted.split)))
+
+    def order(metric: str):
+        return (metric == "number_selectivity", metric != "number_accuracy", metric)
+
+    panels = {row: sorted(set(wanted[(wanted.task == row[0]) & (wanted.split == row[1])].metric), key=order)
+              for row in rows}
+    columns = max(len(p) for p in panels.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(3.4 * columns, 3.0 * len(rows)), squeeze=False,
+                             layout="constrained")
+    fig.suptitle("subject-number probe on the top layer, held-out sentences; 0 = the subject itself", fontsize=9)
+    colours = _colours(wanted.label)
+    for axes_row, (task, split) in zip(axes, rows):
+        for ax in axes_row[len(panels[(task, split)]):]:
+            ax.set_visible(False)
+        for ax, metric in zip(axes_row, panels[(task, split)]):
+            data = wanted[(wanted.task == task) & (wanted.split == split) & (wanted.metric == metric)]
+            _lines(ax, data, colours)
+            ax.axhline(0.0 if metric == "number_selectivity" else 0.5, color="black", linewidth=0.5)
+            group = metric.removeprefix("number_accuracy").removeprefix("_").replace("attractors_", "attractors ")
+            what = "selectivity" if metric == "number_selectivity" else group or "all sentences"
+            ax.set_title(f"{task} {split}: {what}", fontsize=8)
+            ax.set_xlabel("distance from the subject (words)")
+            ax.set_ylabel(metric_label(task, metric, split), fontsize=7)
+    _legend(fig, colours)
+    return _save(fig, out_dir, "probe")
+
+
+PLOTS = {"extrapolation": plot_extrapolation, "agreement": plot_agreement, "probe": plot_probe,
+         "pareto": plot_pareto, "lr": plot_lr}

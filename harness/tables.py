@@ -119,16 +119,18 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     return wide[sorted(wide.columns)].reset_index().to_csv(index=False)
 
 
-def length_table(store: RunStore, task: str, metric: str | None = None, split: str = "test",
+def length_table(store: RunStore, task: str, metric: str | None = None, split: str | None = None,
                  fmt: str = "md") -> str:
-    """Rows: architecture; columns: the length buckets of ``metric`` on ``split`` for one task
-    label (e.g. ``extrapolation/parity``); cells: mean ± std over seeds."""
+    """Rows: architecture; columns: the length buckets of ``metric`` on ``split`` (default: the
+    task's ``length_split``) for one task label (e.g. ``extrapolation/parity``); cells: mean ± std
+    over seeds."""
     check_format(fmt)
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
     tasks = task_labels(runs)
     suggest("task", task, sorted({t for t in tasks.values() if length_metric(t)}))
     metric = metric or length_metric(task)
+    split = split or TASKS.get(task.split("/")[0]).length_split
     labels = row_labels(runs)
     m = store.metrics()
     m = m[m.run_id.map(tasks) == task]

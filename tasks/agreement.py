@@ -24,6 +24,7 @@ import pydantic
 from harness.core.train_config import TrainConfig
 from harness.core.metrics import MetricSpec, specs
 from harness.core.registry import TASKS
+from tasks.base import Upstream
 from tasks.classification import PAD, ClassificationOptions, ClassificationTask, Example
 
 NOUNS = [("dog", "dogs"), ("cat", "cats"), ("author", "authors"), ("pilot", "pilots"),
@@ -376,6 +377,10 @@ class Agreement(ClassificationTask):
         self.grammar = grammar(options.n_nouns, options.fronted_rate)
         self.vocab = self.grammar.vocab
         self.index = {w: i for i, w in enumerate(self.vocab)}
+
+    def as_upstream(self, model) -> Upstream:
+        """The trained classifier, its vocabulary, and the grammar that reproduces its sentences."""
+        return Upstream(model=model, vocab=tuple(self.vocab), extra={"grammar": self.grammar})
 
     def cells(self, split: str, train: TrainConfig) -> list[tuple[int, int]]:
         if split == "test":

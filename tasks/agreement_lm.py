@@ -35,6 +35,12 @@ class Item:
     correct: str
     wrong: str
     group: str
+    #: Gulordava: the subject's index in the prefix (the controller, where that is a noun; else
+    #: None), the verb's number (0 singular, 1 plural) and the construction (pattern, constr_id)
+    #: its nonce variants share
+    subject: int | None = None
+    number: int | None = None
+    construction: str | None = None
 
 
 def _rows(text: Path, gold: Path, n_fields: int, what: str):
@@ -77,7 +83,12 @@ def load_gulordava(folder: Path) -> list[Item]:
         if idx >= len(words):
             raise ValueError(f"{text}:{n}: target index {idx} is past the sentence end")
         group = "original" if fields[2] == "0" else "nonce"
-        items.append(Item(tuple(words[:idx]), fields[6], fields[7], group))
+        # the controller is the subject noun, except in the coordination patterns (VERB_NOUN_CCONJ_VERB),
+        # where it is the first of two coordinated verbs
+        subject = int(fields[9]) if fields[10] == "NOUN" and fields[9].isdigit() and int(fields[9]) < idx else None
+        number = 0 if "Number=Sing" in fields[5] else 1 if "Number=Plur" in fields[5] else None
+        items.append(Item(tuple(words[:idx]), fields[6], fields[7], group, subject, number,
+                          f"{fields[0]}/{fields[1]}"))
     return items
 
 

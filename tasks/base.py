@@ -71,6 +71,8 @@ class Task:
     table_at_train_length: bool = False
     #: the test metric stored per length bucket (``harness table --by length``, plots); None: none
     length_metric: str | None = None
+    #: the split whose ``length_metric`` the by-length table shows
+    length_split: str = "test"
     #: part of ``--tasks all`` (False: the task needs input of its own, or is a superset)
     in_all: bool = True
     #: backbone options this task defaults to, where the backbone has them (e.g. bidirectional)

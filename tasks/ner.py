@@ -52,6 +52,8 @@ MAX_WORD_CHARS = 20
 class Sentence:
     words: tuple[str, ...]
     tags: tuple[str, ...]
+    #: the second column where a file has three or more (CoNLL-2003: part of speech), else ()
+    pos: tuple[str, ...] = ()
 
 
 #: parsed CoNLL files by path and content: a file edited in place is read again
@@ -71,12 +73,13 @@ def _parse_conll(path: Path, data: bytes) -> tuple[tuple[Sentence, ...], tuple[i
     sentences, starts = [], []
     words: list[str] = []
     tags: list[str] = []
+    pos: list[str] = []
     for n, line in enumerate(text_lines(decode_text(path, data)), 1):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if words:
-                sentences.append(Sentence(tuple(words), tuple(tags)))
-            words, tags = [], []
+                sentences.append(Sentence(tuple(words), tuple(tags), _column(pos, words)))
+            words, tags, pos = [], [], []
             continue
         if len(fields) < 2:
             raise DataError(path, f"expected a token and a tag, got {line.strip()!r}", n)
@@ -86,11 +89,18 @@ def _parse_conll(path: Path, data: bytes) -> tuple[tuple[Sentence, ...], tuple[i
             starts.append(n)
         words.append(fields[0])
         tags.append(fields[-1])
+        if len(fields) >= 3:
+            pos.append(fields[1])
     if words:
-        sentences.append(Sentence(tuple(words), tuple(tags)))
+        sentences.append(Sentence(tuple(words), tuple(tags), _column(pos, words)))
     if not sentences:
         raise DataError(path, "no sentences")
     return tuple(sentences), tuple(starts)
+
+
+def _column(values: list[str], words: list[str]) -> tuple[str, ...]:
+    """A middle column's values when every token of the sentence has one, else ()."""
+    return tuple(values) if len(values) == len(words) else ()
 
 
 def shared_prefix(sentences) -> str | None:
@@ -104,7 +114,7 @@ def shared_prefix(sentences) -> str | None:
 
 
 def strip_prefix(sentences, prefix: str) -> tuple[Sentence, ...]:
-    return tuple(Sentence(tuple(w[len(prefix):] for w in s.words), s.tags) for s in sentences)
+    return tuple(Sentence(tuple(w[len(prefix):] for w in s.words), s.tags, s.pos) for s in sentences)
 
 
 def starts_entity_with_i(tags) -> bool:
@@ -272,7 +282,7 @@ class NER(TrainedTask):
                         raise DataError(path, "an I- tag starts an entity, which BIO does not allow "
                                         "(declare scheme=iob1, or fix the file)", line)
         else:
-            self.sentences = {split: tuple(Sentence(s.words, iob1_to_bio(s.tags)) for s in sents)
+            self.sentences = {split: tuple(Sentence(s.words, iob1_to_bio(s.tags), s.pos) for s in sents)
                               for split, sents in self.sentences.items()}
         train = self.sentences["train"]
         counts = Counter(w.lower() for s in train for w in s.words)

@@ -1,5 +1,7 @@
 """Every registered backbone, in every direction it supports: shape, padding invariance,
 causality (or its absence), and the receptive field it reports."""
+import copy
+
 import pytest
 import torch
 
@@ -71,6 +73,31 @@ def test_causality(name, options):
     else:
         torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], atol=1e-6, rtol=1e-5)
         assert not torch.allclose(a[:, t + 1:], b[:, t + 1:], atol=1e-5)
+
+
+@pytest.mark.parametrize("name,options", list(variants()))
+def test_layer_states_are_each_layer_and_end_in_the_output(name, options):
+    """What the probes read: one state per layer, the last the output; in a causal backbone no
+    layer's state at a position depends on later inputs, and the layers differ from each other."""
+    model = build(name, options)
+    torch.manual_seed(3)
+    x = torch.randn(2, 8, D)
+    mask = torch.tensor([[True] * 8, [True] * 5 + [False] * 3])
+    layers = model.layer_states(x, mask)
+    assert len(layers) == LAYERS
+    assert all(h.shape[:2] == (2, 8) for h in layers)
+    torch.testing.assert_close(layers[-1][mask], model(x, mask)[mask])
+    assert not torch.allclose(layers[0][mask], layers[-1][mask], atol=1e-4), "the first layer is not the last"
+    if hasattr(model, "blocks"):  # the first layer is what a one-block stack without its final norm gives
+        first = copy.deepcopy(model)
+        first.blocks = torch.nn.ModuleList(first.blocks[:1])
+        first.norm = torch.nn.Identity()
+        torch.testing.assert_close(layers[0][mask], first(x, mask)[mask])
+    if not options["bidirectional"]:
+        changed = x.clone()
+        changed[:, 4:] = torch.randn(2, 4, D)
+        for a, b in zip(layers, model.layer_states(changed, mask)):
+            torch.testing.assert_close(a[:, :4], b[:, :4], atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kernel,growth", [(3, 2), (2, 1), (5, 3)])

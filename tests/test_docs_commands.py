@@ -167,9 +167,9 @@ def _concrete(argv: list[str], env: dict, tmp: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A small store of fake finished runs (lm, agreement, extrapolation/parity, two Chomsky tasks; two backbones,
-    two seeds) with every number the documented tables and figures read, and the files the
-    placeholders stand for."""
+    """A small store of fake finished runs (lm, agreement, extrapolation/parity, two Chomsky tasks,
+    word problems, regbench, probe_number; two backbones, two seeds) with every number the
+    documented tables and figures read, and the files the placeholders stand for."""
     from harness.config import RunConfig
     from harness.core.metrics import Metric
     from harness.core.train_config import TrainConfig
@@ -182,6 +182,7 @@ def env(tmp_path_factory):
     for arch, quality in (("lstm", 1.0), ("transformer", 1.1)):
         for seed in (0, 1):
             jitter = 0.01 * seed
+            ids: dict[str, str] = {}
             for task, options, metrics in (
                 ("lm", {}, [Metric(s, "ppl", 100 * quality + seed, n) for s in ("valid", "test") for n in (L, 2 * L)]
                  + [Metric("test", "ppl_by_position", 90.0 + k, k) for k in (1, 2, 4, 8)]),
@@ -204,8 +205,16 @@ def env(tmp_path_factory):
                   for group in ("Z60", "A5")),
                 ("regbench", {}, [Metric(s, m, 0.5 + jitter) for s in ("valid", "test") for m in ("accuracy", "tvd")]
                  + [Metric("test", "accuracy", 0.5 + 0.01 * n, n) for n in (1, 2, 3)]),
+                ("probe_number", {}, [Metric("generated", f"{t}_{m}", 0.7 + jitter) for t in ("number", "position", "distance")
+                                      for m in ("accuracy", "selectivity", "compression")]
+                 + [Metric("generated", f"number_accuracy_attractors_{k}", 0.9 - 0.1 * k) for k in range(4)]
+                 + [Metric("generated", m, 0.9 - 0.01 * n + jitter, n) for m in ("number_accuracy", "number_selectivity",
+                                                                                "number_accuracy_attractors_1")
+                    for n in range(6)]),
             ):
-                cfg = RunConfig(arch=arch, task=task, seed=seed, task_options=options, train=train)
+                upstream = ids.get("agreement") if task == "probe_number" else None  # zero-shot: scores it
+                cfg = RunConfig(arch=arch, task=task, seed=seed, task_options=options, train=train, upstream=upstream)
+                ids[task] = cfg.run_id
                 assert store.claim(cfg)
                 efficiency = [Metric("run", "params_non_embedding", 5e5), Metric("train", "tokens_per_s", 1e3 * quality),
                               Metric("inference", "tokens_per_s", 5e3), Metric("run", "peak_memory_mb", 300.0),

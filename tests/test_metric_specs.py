@@ -45,6 +45,10 @@ CHEAP = {
     "regbench": {"n_train_automata": 32, "n_valid": 8, "n_test_per_cell": 8},
     "mt": {"vocab_size": 300, "beam": 2, "dev_sentences": 5, "max_len_a": 0, "max_len_b": 3},
     "figqa_ft": {"train_file": "train_s"},
+    "probe_number": {"n_train": 200, "n_valid": 40, "n_test_per_cell": 2, "test_distance_multiple": 1,
+                     "max_distance": 10, "sentences_per_cell": 2},
+    "probe_number_lm": {"max_distance": 10, "sentences_per_cell": 2},
+    "probe_pos": {"n_sentences": 20},
     "figqa": SUITE, "wsc273": SUITE, "blimp_agreement": SUITE, "blimp": SUITE,
     "marvin_linzen": {**SUITE, "per_condition": 1}, "minimal_pairs": SUITE,
 }

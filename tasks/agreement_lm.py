@@ -92,6 +92,21 @@ def load_gulordava(folder: Path) -> list[Item]:
     return items
 
 
+@torch.no_grad()
+def prefers_correct(model, sequences: list[list[int]], correct: list[int | None], wrong: list[int | None],
+                    batch_size: int = 256) -> list[bool | None]:
+    """Whether a language model gives the ``correct`` next token a higher probability than the
+    ``wrong`` one after each sequence (None where either is None: outside its vocabulary)."""
+    device = next(model.parameters()).device
+    right: list[bool | None] = []
+    for start in range(0, len(sequences), batch_size):
+        ids, mask = pad(sequences[start:start + batch_size])
+        lp = model.next_token_logprobs(ids.to(device), mask.to(device)).float().cpu()
+        for row, (c, w) in enumerate(zip(correct[start:start + batch_size], wrong[start:start + batch_size])):
+            right.append(None if c is None or w is None else bool(lp[row, c] > lp[row, w]))
+    return right
+
+
 @TASKS.register("agreement_lm")
 class AgreementLM(ZeroShotTask):
     """Zero-shot subject–verb agreement of the lm task's models (Linzen 2016; Gulordava 2018)."""
@@ -125,19 +140,11 @@ class AgreementLM(ZeroShotTask):
     def evaluate_upstream(self, upstream: Upstream, split: str):
         model = upstream.model
         index = {w: i for i, w in enumerate(upstream.vocab)}
-        device = next(model.parameters()).device
         items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
         unk = index[UNK]
-        right: list[bool] = []
-        batch = 256
         order = sorted(items, key=lambda i: len(i.prefix))
-        for start in range(0, len(order), batch):
-            chunk = order[start:start + batch]
-            ids = [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in chunk]
-            inputs, mask = pad(ids)
-            lp = model.next_token_logprobs(inputs.to(device), mask.to(device)).float().cpu()
-            for r, item in enumerate(chunk):
-                right.append(bool(lp[r, index[item.correct]] > lp[r, index[item.wrong]]))
+        right = prefers_correct(model, [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in order],
+                                [index[i.correct] for i in order], [index[i.wrong] for i in order])
         metrics = [Metric(split, "accuracy", sum(right) / max(1, len(right))),
                    Metric(split, "coverage", len(items) / len(self.items[split])),
                    Metric(split, "items", len(items))]

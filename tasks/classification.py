@@ -102,23 +102,28 @@ class ClassificationTask(TrainedTask):
     def batch_tokens(self, batch: Batch) -> int:
         return int(batch["mask"].sum())
 
-    @torch.no_grad()
     def predict(self, model, examples: list[Example], batch_size: int = 256) -> list[int]:
-        device = next(model.parameters()).device
-        order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
-        predictions = [0] * len(examples)
-        for i in range(0, len(order), batch_size):
-            chunk = order[i:i + batch_size]
-            batch = collate([examples[j] for j in chunk])
-            logits = model(batch["tokens"].to(device), batch["mask"].to(device))
-            for j, p in zip(chunk, logits.argmax(-1).tolist()):
-                predictions[j] = p
-        return predictions
+        return predict(model, examples, batch_size)
 
     def evaluate(self, model, split, train, max_tokens, lengths=True):
         examples = self.split(split, train)
         predictions = self.predict(model, examples)
         return accuracy_metrics(split, examples, predictions, lengths)
+
+
+@torch.no_grad()
+def predict(model: SequenceClassifier, examples: list[Example], batch_size: int = 256) -> list[int]:
+    """The class ``model`` names for each example, in batches of similar lengths."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].tokens))
+    predictions = [0] * len(examples)
+    for i in range(0, len(order), batch_size):
+        chunk = order[i:i + batch_size]
+        batch = collate([examples[j] for j in chunk])
+        logits = model(batch["tokens"].to(device), batch["mask"].to(device))
+        for j, p in zip(chunk, logits.argmax(-1).tolist()):
+            predictions[j] = p
+    return predictions
 
 
 def accuracy_metrics(split: str, examples: list[Example], predictions: list[int],

@@ -44,8 +44,9 @@ from harness.core.data import find_dataset
 from harness.core.metrics import Metric, MetricSpec, specs
 from harness.core.registry import TASKS
 from tasks.agreement import PLURAL, SINGULAR, Grammar
-from tasks.agreement_lm import GULORDAVA_FILES, LINZEN_FILES, load_gulordava, load_linzen
+from tasks.agreement_lm import GULORDAVA_FILES, LINZEN_FILES, load_gulordava, load_linzen, prefers_correct
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
+from tasks.classification import Example, predict
 from tasks.lm import EOS, UNK
 from tasks.ner import CONLL_FILES, read_conll
 from tasks.probing import online_codelength, probe, ProbeSet
@@ -118,33 +119,6 @@ class ProbingSet:
     #: per sequence, the unit that cross-validation folds and the fitting cap keep whole (its
     #: construction, where sentences share one); None: each sequence its own
     groups: list[int] | None = None
-
-
-@torch.no_grad()
-def classifier_verdicts(model, sequences: list[list[int]], labels: list[int], batch_size: int = 256) -> list[bool]:
-    """Whether a sequence classifier names each sequence's label."""
-    device = next(model.parameters()).device
-    right = []
-    for start in range(0, len(sequences), batch_size):
-        ids, mask = pad(sequences[start:start + batch_size])
-        predicted = model(ids.to(device), mask.to(device)).argmax(-1).cpu().tolist()
-        right += [p == y for p, y in zip(predicted, labels[start:start + batch_size])]
-    return right
-
-
-@torch.no_grad()
-def lm_verdicts(model, sequences: list[list[int]], correct: list[int | None], wrong: list[int | None],
-                batch_size: int = 256) -> list[bool | None]:
-    """Whether a language model gives the correct verb form a higher probability than the wrong
-    one after each sequence (None where a form is outside its vocabulary)."""
-    device = next(model.parameters()).device
-    right: list[bool | None] = []
-    for start in range(0, len(sequences), batch_size):
-        ids, mask = pad(sequences[start:start + batch_size])
-        lp = model.next_token_logprobs(ids.to(device), mask.to(device)).float().cpu()
-        for row, (c, w) in enumerate(zip(correct[start:start + batch_size], wrong[start:start + batch_size])):
-            right.append(None if c is None or w is None else bool(lp[row, c] > lp[row, w]))
-    return right
 
 
 @torch.no_grad()
@@ -266,33 +240,31 @@ class ProbeTask(ZeroShotTask):
                         Metric(split, f"{name}_items", len(test_rows))]
             right = result.predictions == held.labels
             control_right = result.control_predictions == result.control_targets
-            metrics += _breakdown(split, name, [target.length[i] for i in test_rows],
-                                  [target.cell[i] for i in test_rows], right, control_right)
+            lengths = [target.length[i] for i in test_rows]
+            for length in sorted({n for n in lengths if n is not None}):
+                rows = [i for i, n in enumerate(lengths) if n == length]
+                accuracy = float(np.mean(right[rows]))
+                metrics += [Metric(split, f"{name}_accuracy", accuracy, length),
+                            Metric(split, f"{name}_selectivity", accuracy - float(np.mean(control_right[rows])), length)]
+            metrics += _by_group(split, name, lengths, [target.cell[i] for i in test_rows], right)
             if probing.model_right is not None and name == "number":
                 verdicts = [probing.model_right[target.sentence[i]] for i in test_rows]
                 outcome = [None if v is None else "model_right" if v else "model_wrong" for v in verdicts]
-                metrics += [m for m in _breakdown(split, name, [target.length[i] for i in test_rows], outcome,
-                                                  right, control_right) if "model_" in m.name]
+                metrics += _by_group(split, name, lengths, outcome, right)
         return metrics
 
 
-def _breakdown(split, name, lengths, cells, right, control_right) -> list[Metric]:
-    """Top-layer accuracy (and selectivity) per distance, per cell, and per (cell, distance)."""
-    groups: dict[tuple[str, int | None], list[int]] = {}
-    for i, (length, cell) in enumerate(zip(lengths, cells)):
-        if length is not None:
-            groups.setdefault(("", length), []).append(i)
-        if cell is not None:
-            groups.setdefault((f"_{cell}", None), []).append(i)
+def _by_group(split, name, lengths, groups, right) -> list[Metric]:
+    """Top-layer accuracy per group (``<name>_accuracy_<group>``), overall and per distance;
+    items whose group is None count in none."""
+    rows: dict[tuple[str, int | None], list[int]] = {}
+    for i, (length, group) in enumerate(zip(lengths, groups)):
+        if group is not None:
+            rows.setdefault((group, None), []).append(i)
             if length is not None:
-                groups.setdefault((f"_{cell}", length), []).append(i)
-    metrics = []
-    for (suffix, length), rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or -1)):
-        accuracy = float(np.mean(right[rows]))
-        metrics.append(Metric(split, f"{name}_accuracy{suffix}", accuracy, length))
-        if not suffix:
-            metrics.append(Metric(split, f"{name}_selectivity", accuracy - float(np.mean(control_right[rows])), length))
-    return metrics
+                rows.setdefault((group, length), []).append(i)
+    return [Metric(split, f"{name}_accuracy_{group}", float(np.mean(right[r])), length)
+            for (group, length), r in rows.items()]
 
 
 def generated_targets(grammar: Grammar, index: dict[str, int], opts: NumberProbeOptions,
@@ -348,7 +320,8 @@ class ProbeNumber(ProbeTask):
         index = {w: i for i, w in enumerate(upstream.vocab)}
         probing, labels = generated_targets(upstream.extra["grammar"], index, self.options, [])
         probing.coverage = None  # the model's own grammar: every word is in its vocabulary
-        probing.model_right = classifier_verdicts(upstream.model, probing.sequences, labels)
+        predicted = predict(upstream.model, [Example(tuple(ids), y, len(ids)) for ids, y in zip(probing.sequences, labels)])
+        probing.model_right = [p == y for p, y in zip(predicted, labels)]
         return probing
 
 
@@ -375,8 +348,8 @@ class ProbeNumberLM(ProbeTask):
         if split == "generated":  # the model's verdict: P(is) against P(are) after the prefix
             probing, labels = generated_targets(Grammar(32), index, self.options, [index[EOS]])
             forms = [index.get("is"), index.get("are")]
-            probing.model_right = lm_verdicts(upstream.model, probing.sequences, [forms[n] for n in labels],
-                                              [forms[1 - n] for n in labels])
+            probing.model_right = prefers_correct(upstream.model, probing.sequences, [forms[n] for n in labels],
+                                                  [forms[1 - n] for n in labels])
             return probing
         folder = find_dataset("colorlessgreen", LINZEN_FILES + GULORDAVA_FILES, self.data_dir).resolve()
         number = Target("number", 2)
@@ -406,7 +379,7 @@ class ProbeNumberLM(ProbeTask):
             correct.append(index.get(item.correct))
             wrong.append(index.get(item.wrong))
         return ProbingSet(sequences, held_out, [number], known / total,
-                          lm_verdicts(upstream.model, sequences, correct, wrong), groups)
+                          prefers_correct(upstream.model, sequences, correct, wrong), groups)
 
 
 @TASKS.register("probe_pos")

@@ -72,8 +72,8 @@ def pipeline(family: Family, seed: int) -> Pipeline:
 
 def fit_probe(family: Family, data: ProbeSet, seed: int = 0, params: dict | None = None):
     """A fitted probe on ``data``: regularisation from ``params`` if given, else the best of
-    ``GRIDS[family]`` by 3-fold cross-validation accuracy (folds stratified by label, never splitting a sentence) on ``data`` alone. A set of one
-    class gets a constant predictor."""
+    ``GRIDS[family]`` by 3-fold cross-validation accuracy on ``data`` alone (folds stratified by
+    label, never splitting a sentence). A set of one class gets a constant predictor."""
     if len(np.unique(data.labels)) < 2:
         return DummyClassifier(strategy="most_frequent").fit(data.features, data.labels)
     model = pipeline(family, seed)
@@ -154,8 +154,9 @@ def probe(family: Family, train: ProbeSet, test: ProbeSet, seed: int = 0) -> Pro
 def online_codelength(family: Family, data: ProbeSet, n_classes: int, seed: int = 0,
                       params: dict | None = None) -> tuple[float, float]:
     """(online codelength, uniform codelength) of ``data``'s labels in bits. The sentences
-    (``groups``) are put in a random order, each one's items together; the first portion is sent with the uniform code, and every later portion with
-    a probe trained on all items before it (regularisation ``params``, or the probe's defaults).
+    (``groups``) are put in a random order, each one's items together; the first portion is sent
+    with the uniform code, and every later portion with a probe trained on all items before it
+    (regularisation ``params``, or chosen by ``fit_probe``'s cross-validation on those items).
     Probabilities are mixed with the uniform distribution at 0.1% so that a class a portion's
     probe never saw costs finite bits."""
     n = len(data.labels)
@@ -167,7 +168,7 @@ def online_codelength(family: Family, data: ProbeSet, n_classes: int, seed: int 
     bits = ends[0] * math.log2(n_classes)
     for start, end in zip(ends, ends[1:]):
         seen = data.take(np.arange(start))
-        model = fit_probe(family, seen, seed, params if len(np.unique(seen.labels)) > 1 else None)
+        model = fit_probe(family, seen, seed, params)
         p = np.zeros((end - start, n_classes))
         p[:, model.classes_] = model.predict_proba(data.features[start:end])
         p = 0.999 * p + 0.001 / n_classes

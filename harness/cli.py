@@ -32,7 +32,8 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wandb", action="store_true", help="track every run in W&B (offline without an API key)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed, diverged or oom")
     parser.add_argument("--dry-run", action="store_true", help="print the plan without running it")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bars (the training bar is shown only on a terminal anyway)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the libraries' own progress bars, log lines and warnings (lm-eval, Ray, "
                              "W&B, Hugging Face); without it they are silenced")
@@ -273,13 +274,14 @@ def execute_plan(configs, args) -> int:
     # the plan first, from the store as it is (read only: a rejected command writes nothing)
     planned = RunStore(args.results, create=False, missing_ok=True)
     print("plan: " + "\n".join(plan_lines(configs, planned, args.retry_failed, args.workers)), flush=True)
+    bars = not args.no_progress and sys.stderr.isatty()  # a log gets one line per run, not a training bar
     with quiet(verbose=args.verbose, progress=not args.no_progress):
         check_datasets(configs, args.data_dir)  # a rejected command writes nothing, not even its record
         store = RunStore(args.results)
         record_invocation(store, args.argv, getattr(args, "file", None))
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
         launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
-                        progress=not args.no_progress, workers=args.workers, address=args.address,
+                        progress=bars, workers=args.workers, address=args.address,
                         cpus_per_run=args.cpus_per_run)
         started = time.perf_counter()
         summary = LAUNCHERS[args.launcher](configs, store, launch)

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
+from harness.screen import Progress
 from harness.store import FINISHED, RunStore
 from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
@@ -184,12 +185,14 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
     check_datasets(configs, launch.data_dir)  # before anything is claimed
     by_id = {cfg.run_id: cfg for cfg in configs}
     summary = SweepSummary()
+    progress_line = Progress(configs, store)
     pending = []
     for cfg in configs:
         if store.claim(cfg, retry_failed=launch.retry_failed):
             pending.append(cfg)
         else:
-            log(f"{run_name(cfg)}: {store.status(cfg.run_id)}, skipped", flush=True)
+            log(progress_line.line(run_name(cfg), cfg.run_id, f"{store.status(cfg.run_id)}, skipped", False),
+                flush=True)
             summary.skipped += 1
     if not pending:
         return summary
@@ -224,7 +227,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
             done, _ = ray.wait(list(running), num_returns=1)
             run_id = running.pop(done[0])
             status = _record(store, by_id[run_id], done[0])
-            log(f"{run_name(by_id[run_id])}: {status}", flush=True)
+            log(progress_line.line(run_name(by_id[run_id]), run_id, status), flush=True)
             summary.add(status)
     except KeyboardInterrupt:
         for ref, run_id in running.items():

@@ -10,6 +10,7 @@ import logging
 import os
 import statistics
 import textwrap
+import time
 import warnings
 from functools import partialmethod
 from pathlib import Path
@@ -87,6 +88,38 @@ def estimate(configs, store: RunStore) -> tuple[float, list, list]:
         else:
             unknown.append(cfg)
     return total, known, unknown
+
+
+class Progress:
+    """The line a sweep prints as each run ends: how many of its runs are done, the run and its
+    outcome, the time since the start, and about how long the rest will take. Runs still to do
+    are timed as the plan times them (this store's finished runs of the same task, size and
+    budget, which include those this sweep has just run); runs with no such run are timed at
+    this sweep's own pace so far."""
+
+    def __init__(self, configs, store: RunStore, clock=time.perf_counter):
+        self.configs, self.store, self.clock = list(configs), store, clock
+        self.done: set[str] = set()
+        self.executed = 0
+        self.started = clock()
+
+    def line(self, name: str, run_id: str, outcome: str, executed: bool = True) -> str:
+        """Count the run as done (``executed``: run here, not skipped) and return its line."""
+        self.done.add(run_id)
+        self.executed += executed
+        elapsed = self.clock() - self.started
+        text = f"[{len(self.done)}/{len(self.configs)}] {name}: {outcome} · {duration(elapsed)} elapsed"
+        runs = self.store.runs()
+        finished = set(runs.run_id[runs.status == FINISHED])
+        rest = [c for c in self.configs if c.run_id not in self.done and c.run_id not in finished]
+        if not rest:
+            return text
+        seconds, _, unknown = estimate(rest, self.store)
+        if unknown and not self.executed:
+            return text
+        if unknown:
+            seconds += len(unknown) * elapsed / self.executed
+        return f"{text}, about {duration(seconds)} left"
 
 
 def _listing(title: str, names) -> list[str]:

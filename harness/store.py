@@ -185,6 +185,13 @@ class RunStore:
             conn.execute("UPDATE runs SET status=?, info=?, error=?, finished_at=? WHERE run_id=?",
                          (status, json.dumps(info, default=str), error, time.time(), run_id))
 
+    def running_elsewhere(self, run_id: str) -> bool:
+        """Whether another live process has claimed the run and not finished it."""
+        with contextlib.closing(self._connect()) as conn:
+            row = conn.execute("SELECT status, host, pid FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return (row is not None and row[0] == RUNNING and _alive(row[1], row[2])
+                and (row[1], row[2]) != (socket.gethostname(), os.getpid()))
+
     def release(self, run_id: str) -> None:
         """Forget a claimed run that was interrupted, so it is neither shown nor skipped."""
         with contextlib.closing(self._connect()) as conn:

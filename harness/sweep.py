@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from harness.config import RunConfig, input_digests, task_arch_defaults
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
+from harness.screen import Progress, duration
 from harness.store import RunStore
 
 
@@ -145,23 +147,36 @@ def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
 
 
 def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,
-              retry_failed: bool = False, progress: bool = True, log=print) -> SweepSummary:
-    """Run every config not already recorded, those others depend on first."""
+              retry_failed: bool = False, progress: bool = True, log=print, poll_s: float = 1.0) -> SweepSummary:
+    """Run every config not already recorded, those others depend on first. A run whose upstream
+    run another process (a worker beside this one) is still running waits for it."""
     check_datasets(configs, data_dir)
     summary = SweepSummary()
-    for i, cfg in enumerate(configs, 1):
-        name = f"[{i}/{len(configs)}] {run_name(cfg)}"
-        if not store.claim(cfg, retry_failed=retry_failed):
-            log(f"{name}: {store.status(cfg.run_id)}, skipped", flush=True)
-            summary.skipped += 1
-            continue
-        try:
-            status = execute(cfg, store, data_dir, tracker_factory, progress)
-        except KeyboardInterrupt:  # wherever it lands after the claim, the run is given back
-            store.release(cfg.run_id)
-            raise
-        log(f"{name}: {status}", flush=True)
-        summary.add(status)
+    progress_line = Progress(configs, store)
+    pending = list(configs)
+    while pending:
+        waiting = []
+        for cfg in pending:
+            if cfg.upstream and store.running_elsewhere(cfg.upstream):
+                waiting.append(cfg)
+                continue
+            if not store.claim(cfg, retry_failed=retry_failed):
+                log(progress_line.line(run_name(cfg), cfg.run_id, f"{store.status(cfg.run_id)}, skipped", False),
+                    flush=True)
+                summary.skipped += 1
+                continue
+            started = time.perf_counter()
+            try:
+                status = execute(cfg, store, data_dir, tracker_factory, progress)
+            except KeyboardInterrupt:  # wherever it lands after the claim, the run is given back
+                store.release(cfg.run_id)
+                raise
+            log(progress_line.line(run_name(cfg), cfg.run_id,
+                                   f"{status} in {duration(time.perf_counter() - started)}"), flush=True)
+            summary.add(status)
+        if waiting and len(waiting) == len(pending):
+            time.sleep(poll_s)
+        pending = waiting
     return summary
 
 

@@ -85,3 +85,19 @@ class Mirror:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+if __name__ == "__main__":
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="Serve a data folder as the datasets' upstream mirror on 127.0.0.1.")
+    parser.add_argument("data_dir", type=Path, help="a folder laid out as ../shared/data")
+    args = parser.parse_args()
+    mirror = Mirror(args.data_dir)
+    print(f"HARNESS_DATA_URL={mirror.url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        mirror.close()

@@ -156,6 +156,23 @@ def test_ray_launcher_records_what_the_local_launcher_records(tmp_path, small_da
     assert {json.loads(i)["worker_host"] for i in info} == {socket.gethostname()}  # a local cluster
 
 
+def test_local_workers_wait_for_the_upstream_run_another_worker_holds(tmp_path, small_data):
+    # one worker trains each lm; the other reaches agreement_lm meanwhile and must wait for it
+    args = ["run", "--arch", "gru,transformer", "--tasks", "lm,agreement_lm", "--device", "cpu",
+            "--data-dir", small_data, "--no-progress", *TINY_SETS]
+    assert harness(*args, "--results", tmp_path / "one") == 0
+    assert harness(*args, "--results", tmp_path / "two", "--workers", "2") == 0
+    one, two = RunStore(tmp_path / "one"), RunStore(tmp_path / "two")
+    assert len(two.runs()) == 4 and (two.runs().status == "finished").all(), two.runs()[["task", "status", "error"]]
+    runs = two.runs().set_index(["arch", "task"])
+    for arch in ("gru", "transformer"):
+        assert runs.loc[(arch, "agreement_lm"), "started_at"] >= runs.loc[(arch, "lm"), "finished_at"]
+    expected, got = comparable(one), comparable(two)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, rel=1e-3, abs=1e-6), key
+
+
 def test_killed_local_worker_is_replaced_and_its_run_redone(tmp_path, data_dir):
     _psutil()
     store = RunStore(tmp_path)

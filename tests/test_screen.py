@@ -54,7 +54,7 @@ def fake_launcher(monkeypatch):
             pass
         with warnings.catch_warnings(record=True) as caught:
             warnings.warn("LIBRARY-WARNING")
-        seen.update(warnings=len(caught), tqdm_env=os.environ.get("TQDM_DISABLE"),
+        seen.update(warnings=len(caught), training_bar=launch.progress, tqdm_env=os.environ.get("TQDM_DISABLE"),
                     hf_env=os.environ.get("HF_DATASETS_DISABLE_PROGRESS_BARS"))
         summary = SweepSummary()
         for cfg in configs:
@@ -190,3 +190,52 @@ def test_the_html_report_escapes_what_the_store_holds(tmp_path):
     assert not re.search(r"""(href|src)=["']?\s*javascript""", page, re.I), "no javascript: link"
     assert "<title>harness report: script&gt;</title>" in page
     assert "<table>" in body, "the Markdown is still rendered"
+
+
+def test_the_progress_line_counts_runs_and_times_the_rest_by_the_store_then_the_pace(tmp_path):
+    from harness.screen import Progress
+    from harness.sweep import expand
+
+    store = RunStore(tmp_path)
+    gru_lm, gru_agreement, cnn_lm, cnn_agreement = expand(["gru", "cnn"], ["lm", "agreement"])
+    assert (gru_lm.arch, gru_lm.task, cnn_agreement.arch, cnn_agreement.task) == ("gru", "lm", "cnn", "agreement")
+    now = [100.0]
+    progress = Progress([gru_lm, gru_agreement, cnn_lm, cnn_agreement], store, clock=lambda: now[0])
+    store.claim(gru_lm)
+    _record(store, gru_lm, wall=30.0)
+    now[0] = 120.0
+    # cnn lm is timed by gru lm's 30 s; the two agreement runs at this sweep's pace, 20 s a run
+    assert progress.line("gru lm", gru_lm.run_id, "finished in 20 s") == \
+        "[1/4] gru lm: finished in 20 s · 20 s elapsed, about 70 s left"
+    now[0] = 130.0
+    line = progress.line("gru agreement", gru_agreement.run_id, "failed, skipped", executed=False)
+    assert line == "[2/4] gru agreement: failed, skipped · 30 s elapsed, about 60 s left"  # 30 + 30 s per run
+    store.claim(cnn_lm)
+    _record(store, cnn_lm, wall=50.0)
+    now[0] = 180.0
+    # the lm runs' median (40 s) no longer matters: the only run left is an agreement run
+    assert progress.line("cnn lm", cnn_lm.run_id, "finished") == \
+        "[3/4] cnn lm: finished · 80 s elapsed, about 40 s left"
+    assert progress.line("cnn agreement", cnn_agreement.run_id, "finished") == \
+        "[4/4] cnn agreement: finished · 80 s elapsed"
+
+
+def test_a_sweep_that_has_run_nothing_yet_gives_no_pace_to_time_by(tmp_path):
+    from harness.screen import Progress
+    from harness.sweep import expand
+
+    configs = expand(["gru"], ["lm", "agreement"])
+    progress = Progress(configs, RunStore(tmp_path), clock=lambda: 0.0)
+    assert progress.line("gru lm", configs[0].run_id, "finished, skipped", executed=False) == \
+        "[1/2] gru lm: finished, skipped · 0 s elapsed"
+
+
+def test_the_training_bar_is_drawn_on_a_terminal_only(tmp_path, fake_launcher, capsys, monkeypatch):
+    assert harness("run", "--arch", "gru", "--tasks", "lm", "--results", tmp_path / "a", "--device", "cpu") == 0
+    assert fake_launcher["training_bar"] is False, "a log (not a terminal) gets one line per run"
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert harness("run", "--arch", "gru", "--tasks", "lm", "--results", tmp_path / "b", "--device", "cpu") == 0
+    assert fake_launcher["training_bar"] is True
+    assert harness("run", "--arch", "gru", "--tasks", "lm", "--results", tmp_path / "c", "--device", "cpu",
+                   "--no-progress") == 0
+    assert fake_launcher["training_bar"] is False

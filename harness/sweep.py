@@ -129,7 +129,7 @@ def task_key(cfg: RunConfig) -> tuple[str, str]:
 
 
 def run_name(cfg: RunConfig) -> str:
-    return f"{cfg.label} {cfg.task} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+    return f"{cfg.label} {cfg.task_label} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
 
 
 #: (task key, data folder) pairs whose datasets this process has loaded without error

@@ -11,6 +11,7 @@ import pydantic
 import yaml
 
 from harness.config import RunConfig, input_digests, task_arch_defaults
+from harness.core.data import search_path
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
@@ -140,7 +141,7 @@ def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
     """Load every dataset the configs need (once per task and options), so a missing or malformed
     one is reported before any run is claimed and the store stays untouched."""
     for cfg in configs:
-        key = (*task_key(cfg), json.dumps(cfg.inputs, sort_keys=True), str(data_dir))
+        key = (*task_key(cfg), json.dumps(cfg.inputs, sort_keys=True), *map(str, search_path(data_dir)))
         if key not in _CHECKED:
             make_task(cfg, data_dir)
             _CHECKED.add(key)

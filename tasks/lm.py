@@ -1,4 +1,5 @@
-"""Word-level language modelling on WikiText-2, with perplexity per window length and position."""
+"""Word-level language modelling on WikiText-2 (or WikiText-103, or your own corpus), with
+perplexity per window length and position."""
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.train_config import TrainConfig
-from harness.core.data import find_dataset
+from harness.core.data import ContentCache, DataError, decode_text, find_dataset, text_lines
 from harness.core.registry import TASKS
 from harness.core.buckets import by_length
 from harness.core.metrics import Metric, MetricSpec, specs
@@ -26,12 +27,18 @@ SPLITS = ("train", "valid", "test")
 
 
 class Corpus:
-    """A tokenised corpus: one id stream per split and a vocabulary sorted by training frequency."""
+    """A tokenised corpus: one id stream per split and a vocabulary sorted by training frequency
+    (``max_vocab``: only that many entries, ``<unk>`` among them; rarer words read as ``<unk>``)."""
 
-    def __init__(self, texts: dict[str, list[list[str]]]):
+    def __init__(self, texts: dict[str, list[list[str]]], max_vocab: int | None = None):
         counts = Counter(tok for line in texts["train"] for tok in line)
         counts.setdefault(UNK, 0)
         self.vocab = [tok for tok, _ in counts.most_common()]
+        if max_vocab is not None and len(self.vocab) > max_vocab:
+            kept = [tok for tok in self.vocab if tok != UNK][:max_vocab - 1]
+            dropped = sum(counts.values()) - sum(counts[tok] for tok in kept)
+            counts = Counter({**{tok: counts[tok] for tok in kept}, UNK: dropped})
+            self.vocab = [tok for tok, _ in counts.most_common()]
         self.index = {tok: i for i, tok in enumerate(self.vocab)}
         unk = self.index[UNK]
         self.streams = {
@@ -41,13 +48,30 @@ class Corpus:
 
 
 @functools.lru_cache(maxsize=4)
-def load_wikitext2(folder: Path) -> Corpus:
-    """WikiText-2 as PyTorch's word_language_model reads it: whitespace tokens, <eos> per line."""
+def load_wikitext2(folder: Path, max_vocab: int | None = None) -> Corpus:
+    """WikiText-2 (or -103, laid out alike) as PyTorch's word_language_model reads it: whitespace
+    tokens, <eos> per line."""
     texts = {}
     for split in SPLITS:
         with gzip.open(folder / f"{split}.txt.gz", "rt", encoding="utf-8") as f:
             texts[split] = [line.split() + [EOS] for line in f]
-    return Corpus(texts)
+    return Corpus(texts, max_vocab)
+
+
+def _parse_lines(path: Path, data: bytes) -> tuple[tuple[str, ...], ...]:
+    lines = tuple(tuple(line.split()) + (EOS,) for line in text_lines(decode_text(path, data)))
+    if not any(len(line) > 1 for line in lines):
+        raise DataError(path, "holds no words")
+    return lines
+
+
+_TEXT_FILES = ContentCache(6)
+
+
+def read_corpus_file(path: Path) -> tuple[tuple[str, ...], ...]:
+    """A text file of your own (plain, or gzipped when its name ends in .gz), read as WikiText
+    is: whitespace-separated tokens, ``<eos>`` at the end of every line (empty lines included)."""
+    return _TEXT_FILES.get(path, _parse_lines)
 
 
 class LMOptions(TaskOptions):
@@ -56,6 +80,20 @@ class LMOptions(TaskOptions):
     cutoffs: tuple[int, ...] = (2000, 10000)
     #: dropout on embeddings and on the backbone's output
     dropout: float = pydantic.Field(default=0.0, ge=0.0, lt=1.0)
+    #: your own corpus: text files (or .gz), whitespace-tokenised, one <eos> per line; all three,
+    #: or none for the built-in corpus
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+    #: the built-in corpus: WikiText-2 (unset) or "wikitext103", read from the data folder
+    #: (wikitext103/{train,valid,test}.txt.gz, laid out as wikitext2/; not fetched)
+    corpus: Literal["wikitext103"] | None = None
+    #: keep only the most frequent words (this many entries, <unk> included); unset: all
+    max_vocab: int | None = pydantic.Field(default=None, ge=2)
+    #: True: the output layer's weights are the input embedding's (Press & Wolf 2017; needs
+    #: softmax=full); unset: separate
+    tie_embeddings: bool | None = None
+    added_later = ("train", "valid", "test", "corpus", "max_vocab", "tie_embeddings")
     #: evaluation windows, as multiples of the training length L (length extrapolation)
     eval_length_multiples: tuple[int, ...] = (1, 2, 4)
     #: tokens per evaluation batch
@@ -67,6 +105,24 @@ class LMOptions(TaskOptions):
         if not v or sorted(v) != list(v) or v[0] != 1:
             raise ValueError("must be increasing and start at 1 (the training length)")
         return v
+
+    @pydantic.field_validator("corpus", mode="before")
+    @classmethod
+    def _wikitext2_is_the_default(cls, v):
+        return None if v == "wikitext2" else v
+
+    @pydantic.model_validator(mode="after")
+    def _consistent(self):
+        given = [split for split in SPLITS if getattr(self, split)]
+        if given and len(given) < len(SPLITS):
+            missing = ", ".join(f"{s}=FILE" for s in SPLITS if s not in given)
+            raise ValueError(f"your own corpus needs all three files: --set {missing} as well")
+        if given and self.corpus:
+            raise ValueError(f"corpus={self.corpus} and your own files (train=...) exclude each other")
+        if self.tie_embeddings and self.softmax != "full":
+            raise ValueError("tie_embeddings=true needs softmax=full (an adaptive softmax has no "
+                             "vocabulary-sized output matrix to share)")
+        return self
 
 
 class LanguageModel(nn.Module):
@@ -84,6 +140,8 @@ class LanguageModel(nn.Module):
             self.head = nn.AdaptiveLogSoftmaxWithLoss(d, vocab_size, cutoffs, div_value=4.0)
         else:
             self.head = nn.Linear(d, vocab_size)
+            if options.tie_embeddings:
+                self.head.weight = self.embed.weight
 
     def states(self, inputs: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.dropout(self.backbone(self.dropout(self.embed(inputs)), mask))
@@ -158,7 +216,8 @@ def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tens
 
 @TASKS.register("lm")
 class WikiText2LM(TrainedTask):
-    """Next-word prediction on WikiText-2; perplexity on valid and test.
+    """Next-word prediction on WikiText-2 (``corpus=wikitext103``, or ``train=``/``valid=``/``test=``
+    files of your own); perplexity on valid and test.
 
     Scored on non-overlapping windows of L, 2L, 4L tokens (L = training length), every token
     predicted once per window length; ``ppl_by_position`` splits the longest windows' tokens by
@@ -191,10 +250,26 @@ class WikiText2LM(TrainedTask):
     cuts_splits = True
     final_splits = ("valid", "test")
 
+    input_files = SPLITS
+
     def __init__(self, options: LMOptions, data_dir):
         super().__init__(options, data_dir)
-        folder = find_dataset(self.dataset, [f"{s}.txt.gz" for s in SPLITS], data_dir)
-        self.corpus = load_wikitext2(folder.resolve())
+        if options.train:
+            paths = {split: Path(getattr(options, split)).expanduser() for split in SPLITS}
+            for split, path in paths.items():
+                if not path.is_file():
+                    raise DataError(path, f"the lm {split} file (--set {split}=...) does not exist")
+            self.corpus = Corpus({split: read_corpus_file(path.resolve()) for split, path in paths.items()},
+                                 options.max_vocab)
+            self.corpus_name = "your own"
+        else:
+            self.corpus_name = options.corpus or self.dataset
+            folder = find_dataset(self.corpus_name, [f"{s}.txt.gz" for s in SPLITS], data_dir)
+            self.corpus = load_wikitext2(folder.resolve(), options.max_vocab)
+
+    def info(self) -> dict:
+        return {"corpus": self.corpus_name, "vocab_size": len(self.corpus.vocab),
+                "tokens": {split: len(stream) for split, stream in self.corpus.streams.items()}}
 
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:

@@ -130,12 +130,13 @@ def _truncated_gz(text: str) -> bytes:
     (gzip.compress(b"ok line\n\xff\xfe\n"), r":2: not UTF-8 text"),
 ])
 def test_every_reader_turns_a_bad_gz_file_into_a_data_error(tmp_path, data, message):
+    from tasks.lm import read_corpus_file
     from tasks.lm_eval.suites import check_pairs_file
     from tasks.mt import read_lines, read_parallel
     from tasks.ner import read_conll
 
     for i, read in enumerate([check_pairs_file, read_conll, read_lines,
-                              lambda p: read_parallel(p, p)]):
+                              lambda p: read_parallel(p, p), read_corpus_file]):
         path = tmp_path / f"file{i}.gz"
         path.write_bytes(_truncated_gz(conll(NER_ROWS)) if data is None else data)
         with pytest.raises(DataError, match=re.escape(str(path)) + ".*" + message) as caught:

@@ -42,10 +42,10 @@ def find_dataset(name: str, files: list[str], data_dir: str | Path | None) -> Pa
             return folder
     looked = "\n".join(f"  {root / name}" for root in roots)
     head = f"dataset {name!r} not found (needs {', '.join(files)}). Looked in:\n{looked}\n"
-    where = (f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those files, "
-             f"or fetch it: harness data fetch {name}.")
-    if name not in datasets():
-        raise MissingDataset(head + where)
+    where = f"Provide it with --data-dir DIR or HARNESS_DATA_DIR=DIR, where DIR/{name}/ holds those files"
+    if name not in datasets():  # not in the registry: nothing to fetch it from
+        raise MissingDataset(f"{head}{where}.")
+    where += f", or fetch it: harness data fetch {name}."
     if not fetching_allowed():
         raise MissingDataset(f"{head}{where} (HARNESS_DATA_OFFLINE=1: not downloaded)\n"
                              f"{manual_instructions(datasets()[name], cache_dir() / name)}")

@@ -361,7 +361,7 @@ def cmd_data(args) -> int:
         root, problems = found[0]
         for f, problem in problems:
             print(f"{root / name / f.path}: {problem} (from {f.origin()})")
-        print(f"{name}: {'ok' if not problems else f'{len(problems)} bad'} ({len(ds.files)} file{'s' if len(ds.files) != 1 else ''} in {root / name})")
+        print(f"{name}: {'ok' if not problems else f'{len(problems)} bad'} ({len(ds.files)} files in {root / name})")
         bad += bool(problems)
     if args.action == "list":
         print(f"\ncache: {cache_dir()}")

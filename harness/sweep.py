@@ -133,7 +133,7 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.label} {cfg.task_label} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
 
 
-#: (task key, data folder) pairs whose datasets this process has loaded without error
+#: (task key, input files, the folders a dataset is looked for in) whose data this process has loaded without error
 _CHECKED: set = set()
 
 

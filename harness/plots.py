@@ -84,7 +84,7 @@ def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple], x: str = "length")
 
 def _legend(fig, colours: dict[str, tuple]) -> None:
     handles = [plt.Line2D([], [], color=c, marker="o", markersize=3, label=label) for label, c in colours.items()]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    fig.legend(handles=handles, loc="outside right center", fontsize=7)  # clear of the suptitle
 
 
 def _save(fig, out_dir: Path, name: str) -> list[Path]:
@@ -234,7 +234,7 @@ def plot_pareto(store: RunStore, out_dir: Path) -> list[Path]:
         ax.axis("off")
     handles = [plt.Line2D([], [], color=colours[label], marker=markers[label], linestyle="none", label=label)
                for label in labels]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    fig.legend(handles=handles, loc="outside right center", fontsize=7)  # clear of the suptitle
     return _save(fig, out_dir, "pareto")
 
 
@@ -290,7 +290,7 @@ def plot_bench(rows: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
     handles = [plt.Line2D([], [], color=colours[label], marker=styles[label][0], linestyle=styles[label][1],
                           markersize=4, label=label) for label in sorted(colours)]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7)
+    fig.legend(handles=handles, loc="outside right center", fontsize=7)  # clear of the suptitle
     return _save(fig, out_dir, "bench")
 
 

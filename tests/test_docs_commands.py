@@ -168,7 +168,7 @@ def _concrete(argv: list[str], env: dict, tmp: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A small store of fake finished runs (lm, agreement, extrapolation/parity, two Chomsky tasks,
-    word problems, regbench, probe_number; two backbones, two seeds) with every number the
+    word problems, regbench, probe_number; two backbones, two seeds; mqar at two learning rates) with every number the
     documented tables and figures read, and the files the placeholders stand for."""
     from harness.config import RunConfig
     from harness.core.metrics import Metric
@@ -222,6 +222,13 @@ def env(tmp_path_factory):
                 info = {"train_length": L, "dtype": "fp32", "batch_shape": [train.batch_size, L], "task_version": "1",
                         "env": {"device_name": "cpu", "torch_version": "x", "python_version": "3", "git_sha": "abc"}}
                 store.finish(cfg.run_id, FINISHED, metrics + efficiency, info)
+        for lr, score in ((3e-3, 0.9), (1e-2, 0.3)):  # an mqar learning-rate sweep (the lr view and figure)
+            cfg = RunConfig(arch=arch, task="mqar", train=TrainConfig(**{**TINY_TRAIN, "lr": lr}))
+            assert store.claim(cfg)
+            metrics = [Metric(s, m, score / quality) for s in ("valid", "test")
+                       for m in ("accuracy", "accuracy_pairs_4", "accuracy_pairs_8")]
+            store.finish(cfg.run_id, FINISHED, metrics + [Metric("test", "accuracy", score, n) for n in (64, 128)]
+                         + efficiency, info)
     pairs = root / "pairs.jsonl"
     pairs.write_text('{"sentence_good": "the dog runs", "sentence_bad": "the dog run"}\n')
     conll = {}

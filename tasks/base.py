@@ -19,6 +19,7 @@ import pydantic
 import torch
 from torch import nn
 
+from harness.core.data import DataError
 from harness.core.metrics import RUN_METRICS, Metric, MetricSpec, find_spec
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
@@ -246,6 +247,15 @@ class ZeroShotTask(Task):
     def evaluate_upstream(self, upstream: Upstream, split: str) -> list[Metric]:
         """Metrics of the upstream run's trained model on ``split``."""
         raise NotImplementedError
+
+
+def user_file(task: str, option: str, value: str) -> Path:
+    """The file of the user's own that ``--set option=FILE`` names; a DataError naming it when
+    there is none."""
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise DataError(path, f"the {task} {option} file (--set {option}=...) does not exist")
+    return path
 
 
 def shuffled_batches(items: list, batch_size: int, generator: torch.Generator, what: str) -> Iterator[list]:

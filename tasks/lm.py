@@ -19,7 +19,7 @@ from harness.core.data import ContentCache, DataError, decode_text, find_dataset
 from harness.core.registry import TASKS
 from harness.core.buckets import by_length
 from harness.core.metrics import Metric, MetricSpec, specs
-from tasks.base import Batch, TaskOptions, TrainedTask, Upstream
+from tasks.base import Batch, TaskOptions, TrainedTask, Upstream, user_file
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -255,10 +255,7 @@ class WikiText2LM(TrainedTask):
     def __init__(self, options: LMOptions, data_dir):
         super().__init__(options, data_dir)
         if options.train:
-            paths = {split: Path(getattr(options, split)).expanduser() for split in SPLITS}
-            for split, path in paths.items():
-                if not path.is_file():
-                    raise DataError(path, f"the lm {split} file (--set {split}=...) does not exist")
+            paths = {split: user_file("lm", split, getattr(options, split)) for split in SPLITS}
             self.corpus = Corpus({split: read_corpus_file(path.resolve()) for split, path in paths.items()},
                                  options.max_vocab)
             self.corpus_name = "your own"

@@ -32,7 +32,7 @@ from harness.core.buckets import by_length
 from harness.core.measure import Stopwatch
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
-from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
+from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches, user_file
 from tasks.seq2seq import Score, Seq2Seq
 
 SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
@@ -169,11 +169,7 @@ class MT(TrainedTask):
         if options.train_src:
             paths = {"train": (options.train_src, options.train_tgt), "valid": (options.valid_src, options.valid_tgt),
                      "test": (options.test_src, options.test_tgt)}
-            paths = {k: (Path(a).expanduser(), Path(b).expanduser()) for k, (a, b) in paths.items()}
-            for split, pair in paths.items():
-                for path, side in zip(pair, ("src", "tgt")):
-                    if not path.is_file():
-                        raise DataError(path, f"the mt {split}_{side} file (--set {split}_{side}=...) does not exist")
+            paths = {k: (user_file("mt", f"{k}_src", a), user_file("mt", f"{k}_tgt", b)) for k, (a, b) in paths.items()}
         else:
             s, t = options.src, options.tgt
             names = {"train": "train", "valid": "val",

@@ -35,7 +35,7 @@ from harness.core.buckets import by_length
 from harness.core.measure import Stopwatch
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
-from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches
+from tasks.base import Batch, TrainedTask, TaskOptions, shuffled_batches, user_file
 
 CONLL_FILES = {"train": "eng.train.gz", "dev": "eng.testa.gz", "test": "eng.testb.gz"}
 TAG = re.compile(r"^(O|[BI]-\S+)$")
@@ -252,10 +252,7 @@ class NER(TrainedTask):
     def __init__(self, options: NEROptions, data_dir):
         super().__init__(options, data_dir)
         if options.train:
-            paths = {split: Path(getattr(options, split)).expanduser() for split in ("train", "dev", "test")}
-            for split, path in paths.items():
-                if not path.is_file():
-                    raise DataError(path, f"the ner {split} file (--set {split}=...) does not exist")
+            paths = {split: user_file("ner", split, getattr(options, split)) for split in ("train", "dev", "test")}
         else:
             folder = find_dataset(self.dataset, list(CONLL_FILES.values()), data_dir).resolve()
             paths = {split: folder / name for split, name in CONLL_FILES.items()}

@@ -29,9 +29,12 @@ def input_digests(task: str, task_options: dict) -> dict[str, str] | None:
 
 
 def task_label(task: str, task_options: dict) -> str:
-    """The task plus the values of its sweep axes, e.g. ``extrapolation/parity``."""
-    axes = TASKS.get(task).sweep_axes if task in TASKS else {}
-    return "/".join([task, *(str(task_options[a]) for a in axes)])
+    """The task plus the values of its sweep axes, e.g. ``extrapolation/parity``, and whatever
+    the task says sets its runs apart (``lm/bpe8000``: a subword lm)."""
+    if task not in TASKS:
+        return task
+    cls = TASKS.get(task)
+    return "/".join([task, *(str(task_options[a]) for a in cls.sweep_axes), *cls.label_parts(task_options)])
 
 
 def task_arch_defaults(task: str, arch: str) -> dict:

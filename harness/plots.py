@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from harness.core.registry import TASKS  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
-from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels  # noqa: E402
+from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels, upstream_configs  # noqa: E402
 
 MARKERS = "osD^v<>pP*X"
 LINESTYLES = ("-", "--", "-.", ":")
@@ -59,7 +59,7 @@ def pareto_labels(panels: list[tuple[str, str]]) -> tuple[str, dict[str, dict[st
 def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
-    labels = row_labels(runs) if not runs.empty else {}
+    labels = row_labels(runs, upstreams=upstream_configs(store)) if not runs.empty else {}
     tasks = task_labels(runs)
     metrics = store.metrics()
     metrics = metrics[metrics.run_id.isin(labels)]

@@ -10,7 +10,7 @@ from harness.config import task_label
 from harness.core.metrics import Metric
 from harness.core.registry import TASKS
 from harness.core.train_config import TrainConfig
-from harness.rows import row_labels
+from harness.rows import row_labels, upstream_configs
 from harness.store import RunStore
 
 PROTOCOLS = ("all", "best-lr")
@@ -56,7 +56,7 @@ def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
     scores = dev_scores(store)
-    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
     table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id],
                            "task": task_label((c := json.loads(r.config))["task"], c["task_options"]),
                            "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),

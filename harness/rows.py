@@ -64,8 +64,16 @@ def arch_options(config: dict) -> dict:
     return options
 
 
-def _flat(config: dict) -> dict:
+def upstream_configs(store: RunStore) -> dict[str, dict]:
+    """Run id → config of every recorded run, where ``row_labels`` finds a run's upstream."""
+    return {r.run_id: json.loads(r.config) for r in store.runs().itertuples()}
+
+
+def _flat(config: dict, upstreams: dict[str, dict]) -> dict:
     flat = arch_options(config)
+    up = upstreams.get(config.get("upstream"))
+    if up is not None:  # the upstream run's task options (a subword lm) set a zero-shot row apart
+        flat.update({f"{up['task']}.{k}": v for k, v in up["task_options"].items()})
     flat.update({f"task.{k}": v for k, v in config["task_options"].items()})
     flat.update(config["train"])
     return flat
@@ -75,10 +83,13 @@ def task_labels(runs: pd.DataFrame) -> dict[str, str]:
     return {r.run_id: task_label((c := json.loads(r.config))["task"], c["task_options"]) for r in runs.itertuples()}
 
 
-def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict[str, str]:
+def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset(),
+               upstreams: dict[str, dict] | None = None) -> dict[str, str]:
     """Row label per run: its architecture plus every setting that differs between the runs of
     the same architecture and task, or from the architecture's defaults (seeds are averaged);
-    settings in ``ignore`` never split rows."""
+    settings in ``ignore`` never split rows. ``upstreams`` (``upstream_configs``) adds the task
+    options of each run's upstream run, as ``lm.bpe_vocab``."""
+    upstreams = upstreams or {}
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
     groups: dict[tuple[str, str], list[str]] = {}
     for run_id, config in configs.items():
@@ -92,7 +103,7 @@ def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset()) -> dict
                     for arch in {c["arch"] for c in configs.values()}}
     labels = {}
     for (arch, _), ids in groups.items():
-        flats = {i: _flat(configs[i]) for i in ids}
+        flats = {i: _flat(configs[i], upstreams) for i in ids}
         keys = sorted({k for f in flats.values() for k in f})
         varying = [k for k in keys if k not in ignore and (
             len({json.dumps(f.get(k)) for f in flats.values()}) > 1 or k in arch_varying[arch])]

@@ -9,7 +9,7 @@ import warnings
 
 import pandas as pd
 
-from harness.rows import EFFICIENCY, columns, row_labels, task_class, task_labels
+from harness.rows import EFFICIENCY, columns, row_labels, task_class, task_labels, upstream_configs
 from harness.store import FINISHED, RunStore
 
 STATS = ("std", "ci95")
@@ -26,7 +26,7 @@ def summarise(store: RunStore, run_ids: list[str] | None = None,
         runs = runs[runs.run_id.isin(run_ids)]
     # a run another process finished between the two reads has metrics but no row yet: wait for it
     metrics = metrics[metrics.run_id.isin(runs.run_id)]
-    labels = row_labels(runs, ignore)
+    labels = row_labels(runs, ignore, upstreams=upstream_configs(store))
     tasks = task_labels(runs)
     runs = runs.assign(label=runs.run_id.map(labels), task=runs.run_id.map(tasks))
     metrics = metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))

@@ -56,6 +56,10 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
     upstream = None
     if task_cls.upstream:  # starts from the model of the matching upstream run
         *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
+        try:
+            task_cls.check_upstream_options(up.task_options)
+        except ValueError as err:
+            raise ValueError(f"invalid configuration for {arch}/{task}: {err}") from None
         before.append(up)
         upstream = up.run_id
     train = task_cls.budget(budget, dict(before[-1].train) if before else None)

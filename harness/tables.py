@@ -17,7 +17,7 @@ from harness.core.registry import TASKS, suggest
 from harness.protocol import PROTOCOLS, best_lr, dev_better, dev_scores
 from harness.render import cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
-                          task_labels)
+                          task_labels, upstream_configs)
 from harness.stats import STATS, rank_column, spread, summarise
 from harness.store import FINISHED, RunStore
 
@@ -131,7 +131,7 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     suggest("task", task, sorted({t for t in tasks.values() if length_metric(t)}))
     metric = metric or length_metric(task)
     split = split or TASKS.get(task.split("/")[0]).length_split
-    labels = row_labels(runs)
+    labels = row_labels(runs, upstreams=upstream_configs(store))
     m = store.metrics()
     m = m[m.run_id.map(tasks) == task]
     suggest("metric", metric, sorted(set(m[m.length.notna()].metric)))
@@ -398,7 +398,7 @@ def lr_scores(store: RunStore, run_ids: list[str] | None = None, task: str | Non
         return pd.DataFrame(columns=columns_), {}
     chosen = _task_filter(tasks.values(), task)
     runs = runs[runs.run_id.map(tasks).isin(chosen)]
-    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
     m = store.metrics()
     m = m[m.run_id.isin(runs.run_id)]
     by_run = dict(tuple(m.groupby("run_id")))
@@ -598,7 +598,7 @@ def depth_table(store: RunStore, fmt: str = "md", threshold: float = 0.99, metri
         what = f"{split} {metric}" if metric else f"a fraction-valued {split} metric"
         return f"no task stores {what} per length yet"
     runs = runs[runs.run_id.map(tasks).isin(shown)]
-    labels = row_labels(runs, ignore=frozenset({"lr"}))
+    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
     infos = {r.run_id: json.loads(r.info or "{}") for r in runs.itertuples()}
     depth = {r.run_id: _depth(infos[r.run_id], r.size) for r in runs.itertuples()}
     width = {r.run_id: _width(r.size) for r in runs.itertuples()}

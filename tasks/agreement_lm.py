@@ -8,7 +8,9 @@
 An item is right when the model gives the correct verb form a higher probability than the wrong
 one after the sentence prefix (with ``<eos>`` as the left context, as in the training stream).
 Words outside the WikiText-2 vocabulary become ``<unk>``; an item whose correct or wrong form is
-outside the vocabulary cannot be scored and is left out; ``coverage`` says how many were kept.
+outside the vocabulary cannot be scored and is left out; ``coverage`` says how many were kept. A
+subword lm scores every item: a verb form cut into several pieces scores the sum of their
+log-probabilities.
 """
 from __future__ import annotations
 
@@ -23,7 +25,8 @@ from harness.core.data import find_dataset
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
-from tasks.lm import EOS, UNK
+from tasks.lm import EOS, UNK, continuation_scores
+from tasks.lm_eval.tokenizer import tokenizer_for
 
 LINZEN_FILES = ["linzen_testset/subj_agr_filtered.text", "linzen_testset/subj_agr_filtered.gold"]
 GULORDAVA_FILES = ["agreement_English/generated.text", "agreement_English/generated.gold"]
@@ -139,12 +142,16 @@ class AgreementLM(ZeroShotTask):
     @torch.no_grad()
     def evaluate_upstream(self, upstream: Upstream, split: str):
         model = upstream.model
-        index = {w: i for i, w in enumerate(upstream.vocab)}
-        items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
-        unk = index[UNK]
-        order = sorted(items, key=lambda i: len(i.prefix))
-        right = prefers_correct(model, [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in order],
-                                [index[i.correct] for i in order], [index[i.wrong] for i in order])
+        if upstream.extra.get("bpe") is not None:
+            order, right = self.subword_choices(upstream, split)
+            items = order
+        else:
+            index = {w: i for i, w in enumerate(upstream.vocab)}
+            items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
+            unk = index[UNK]
+            order = sorted(items, key=lambda i: len(i.prefix))
+            right = prefers_correct(model, [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in order],
+                                    [index[i.correct] for i in order], [index[i.wrong] for i in order])
         metrics = [Metric(split, "accuracy", sum(right) / max(1, len(right))),
                    Metric(split, "coverage", len(items) / len(self.items[split])),
                    Metric(split, "items", len(items))]
@@ -152,3 +159,15 @@ class AgreementLM(ZeroShotTask):
             hits = [r for i, r in zip(order, right) if i.group == group]
             metrics.append(Metric(split, f"accuracy_{group}", sum(hits) / len(hits)))
         return metrics
+
+    def subword_choices(self, upstream: Upstream, split: str) -> tuple[list[Item], list[bool]]:
+        """Every item of ``split``, and whether a subword lm gives its correct verb form (all its
+        pieces) a higher log-probability than the wrong one after the prefix."""
+        tokenizer = tokenizer_for(upstream.vocab, upstream.extra)
+        items = self.items[split]
+        pairs = []
+        for item in items:
+            prefix = tokenizer.lookup(list(item.prefix))
+            pairs += [(prefix, tokenizer.lookup([item.correct])), (prefix, tokenizer.lookup([item.wrong]))]
+        scores = [lp for lp, _ in continuation_scores(upstream.model, pairs, tokenizer.eos, batch_size=256)]
+        return list(items), [scores[2 * k] > scores[2 * k + 1] for k in range(len(items))]

@@ -80,6 +80,12 @@ class Task:
     arch_defaults: dict = {}
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
+
+    @classmethod
+    def label_parts(cls, options: dict) -> tuple[str, ...]:
+        """What, beyond its sweep axes, sets a run's numbers apart from the task's others so that
+        they never share a table column (their unit differs), as ``options`` (stored) say."""
+        return ()
     #: splits scored at the end
     final_splits: tuple[str, ...] = ("valid", "test")
     #: the task whose trained model this one starts from (fine-tuned and zero-shot kinds)
@@ -115,6 +121,10 @@ class Task:
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:
         """Reject backbone options the task cannot use (e.g. a bidirectional language model)."""
+
+    @classmethod
+    def check_upstream_options(cls, options: dict) -> None:
+        """Reject an upstream run whose task options (stored) this task cannot read."""
 
     @classmethod
     def budget(cls, name: str, upstream: dict | None) -> dict:

@@ -29,7 +29,7 @@ from harness.core.data import find_dataset
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import Batch, FineTunedTask, TaskOptions, Upstream, shuffled_batches
-from tasks.lm_eval.tokenizer import Tokenizer
+from tasks.lm_eval.tokenizer import tokenizer_for
 
 COLUMNS = ("startphrase", "ending1", "ending2", "labels", "qid")
 
@@ -115,7 +115,7 @@ class FigQAFineTuned(FineTunedTask):
         self.encoded: dict[str, list] | None = None
         self.unk_rate = None
         if pretrained is not None:  # the lm model's vocabulary tokenises the items
-            tokenizer = Tokenizer(list(pretrained.vocab))
+            tokenizer = tokenizer_for(pretrained.vocab, pretrained.extra)
             self.encoded = {split: [(tuple(tokenizer.split(r.start, " " + e) for e in r.endings), r.label)
                                     for r in items] for split, items in self.items.items()}
             self.eos = tokenizer.eos

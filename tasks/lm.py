@@ -1,5 +1,5 @@
-"""Word-level language modelling on WikiText-2 (or WikiText-103, or your own corpus), with
-perplexity per window length and position."""
+"""Language modelling on WikiText-2 (or WikiText-103, or your own corpus), word-level or on BPE
+subwords, with perplexity per window length and position and bits per character."""
 from __future__ import annotations
 
 import functools
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.core.batching import pad_shifted
 from harness.core.train_config import TrainConfig
 from harness.core.data import ContentCache, DataError, decode_text, find_dataset, text_lines
 from harness.core.registry import TASKS
@@ -28,9 +29,14 @@ SPLITS = ("train", "valid", "test")
 
 class Corpus:
     """A tokenised corpus: one id stream per split and a vocabulary sorted by training frequency
-    (``max_vocab``: only that many entries, ``<unk>`` among them; rarer words read as ``<unk>``)."""
+    (``max_vocab``: only that many entries, ``<unk>`` among them; rarer words read as ``<unk>``).
 
-    def __init__(self, texts: dict[str, list[list[str]]], max_vocab: int | None = None):
+    ``chars`` gives, per split, the characters of the text each token stands for (a word and the
+    space or newline after it; 0 for a word's later subword pieces), so that bits per character
+    compare models whatever their tokenisation; unset, every token is a word (``word_chars``)."""
+
+    def __init__(self, texts: dict[str, list[list[str]]], max_vocab: int | None = None,
+                 chars: dict[str, list[list[int]]] | None = None):
         counts = Counter(tok for line in texts["train"] for tok in line)
         counts.setdefault(UNK, 0)
         self.vocab = [tok for tok, _ in counts.most_common()]
@@ -45,17 +51,66 @@ class Corpus:
             split: torch.tensor([self.index.get(tok, unk) for line in lines for tok in line],
                                 dtype=torch.long)
             for split, lines in texts.items()}
+        chars = chars or {split: [word_chars(line) for line in lines] for split, lines in texts.items()}
+        self.chars = {split: torch.tensor([n for line in counts for n in line], dtype=torch.long)
+                      for split, counts in chars.items()}
 
 
-@functools.lru_cache(maxsize=4)
-def load_wikitext2(folder: Path, max_vocab: int | None = None) -> Corpus:
+def word_chars(line) -> list[int]:
+    """Characters per token of a line of words ending in ``<eos>``: each word with the space or
+    newline after it; ``<eos>`` stands for the newline of an empty line, else for nothing."""
+    return [len(word) + 1 for word in line[:-1]] + [0 if len(line) > 1 else 1]
+
+
+@functools.lru_cache(maxsize=8)
+def train_bpe(lines: tuple[tuple[str, ...], ...], vocab_size: int):
+    """A BPE model (Hugging Face ``tokenizers``) of ``vocab_size`` entries learned on lines of
+    words ending in ``<eos>`` (deterministic for the same lines). A word's first piece carries
+    ``▁``; ``<unk>`` is one token, the corpus's own unknown word and any character never seen."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[UNK], show_progress=False)
+    tokenizer.train_from_iterator((" ".join(line[:-1]) for line in lines if len(line) > 1), trainer)
+    return tokenizer
+
+
+def subword_corpus(texts: dict[str, tuple], vocab_size: int) -> tuple[Corpus, object]:
+    """The corpus cut into the pieces of a BPE model learned on its training split, and the
+    model. Its vocabulary is the pieces seen in training, by frequency, as a word corpus's."""
+    bpe = train_bpe(texts["train"], vocab_size)
+    pieces, chars = {}, {}
+    for split, lines in texts.items():
+        encoded = bpe.encode_batch([list(line[:-1]) for line in lines], is_pretokenized=True)
+        pieces[split] = [[*e.tokens, EOS] for e in encoded]
+        chars[split] = [[len(line[w]) + 1 if w != previous else 0
+                         for w, previous in zip(e.word_ids, [None, *e.word_ids])] + [0 if len(line) > 1 else 1]
+                        for e, line in zip(encoded, lines)]
+    return Corpus(pieces, chars=chars), bpe
+
+
+def read_wikitext(folder: Path) -> dict[str, tuple[tuple[str, ...], ...]]:
     """WikiText-2 (or -103, laid out alike) as PyTorch's word_language_model reads it: whitespace
     tokens, <eos> per line."""
     texts = {}
     for split in SPLITS:
         with gzip.open(folder / f"{split}.txt.gz", "rt", encoding="utf-8") as f:
-            texts[split] = [line.split() + [EOS] for line in f]
-    return Corpus(texts, max_vocab)
+            texts[split] = tuple(tuple(line.split()) + (EOS,) for line in f)
+    return texts
+
+
+@functools.lru_cache(maxsize=4)
+def load_wikitext2(folder: Path, max_vocab: int | None = None) -> Corpus:
+    """WikiText-2 (or -103) as words."""
+    return Corpus(read_wikitext(folder), max_vocab)
+
+
+@functools.lru_cache(maxsize=4)
+def load_wikitext2_subwords(folder: Path, bpe_vocab: int) -> tuple[Corpus, object]:
+    """WikiText-2 (or -103) as the pieces of a BPE model of ``bpe_vocab`` entries learned on its
+    training split, and the model."""
+    return subword_corpus(read_wikitext(folder), bpe_vocab)
 
 
 def _parse_lines(path: Path, data: bytes) -> tuple[tuple[str, ...], ...]:
@@ -75,7 +130,8 @@ def read_corpus_file(path: Path) -> tuple[tuple[str, ...], ...]:
 
 
 class LMOptions(TaskOptions):
-    #: "adaptive": adaptive softmax over the frequency-sorted vocabulary; "full": plain softmax
+    #: "adaptive": adaptive softmax over the frequency-sorted vocabulary (a full one where the
+    #: vocabulary is no larger than the first cutoff); "full": plain softmax
     softmax: Literal["adaptive", "full"] = "adaptive"
     cutoffs: tuple[int, ...] = (2000, 10000)
     #: dropout on embeddings and on the backbone's output
@@ -93,7 +149,10 @@ class LMOptions(TaskOptions):
     #: True: the output layer's weights are the input embedding's (Press & Wolf 2017; needs
     #: softmax=full); unset: separate
     tie_embeddings: bool | None = None
-    added_later = ("train", "valid", "test", "corpus", "max_vocab", "tie_embeddings")
+    #: a subword lm: a BPE vocabulary of this many entries, learned on the training split; unset:
+    #: words
+    bpe_vocab: int | None = pydantic.Field(default=None, ge=64)
+    added_later = ("train", "valid", "test", "corpus", "max_vocab", "tie_embeddings", "bpe_vocab")
     #: evaluation windows, as multiples of the training length L (length extrapolation)
     eval_length_multiples: tuple[int, ...] = (1, 2, 4)
     #: tokens per evaluation batch
@@ -119,6 +178,8 @@ class LMOptions(TaskOptions):
             raise ValueError(f"your own corpus needs all three files: --set {missing} as well")
         if given and self.corpus:
             raise ValueError(f"corpus={self.corpus} and your own files (train=...) exclude each other")
+        if self.bpe_vocab and self.max_vocab:
+            raise ValueError("max_vocab caps a word vocabulary; a subword lm's size is bpe_vocab")
         if self.tie_embeddings and self.softmax != "full":
             raise ValueError("tie_embeddings=true needs softmax=full (an adaptive softmax has no "
                              "vocabulary-sized output matrix to share)")
@@ -135,8 +196,8 @@ class LanguageModel(nn.Module):
         self.embed = nn.Embedding(vocab_size, d)
         self.backbone = backbone
         self.dropout = nn.Dropout(options.dropout)
-        if options.softmax == "adaptive":
-            cutoffs = [c for c in options.cutoffs if c < vocab_size - 1]
+        cutoffs = [c for c in options.cutoffs if c < vocab_size - 1]
+        if options.softmax == "adaptive" and cutoffs:
             self.head = nn.AdaptiveLogSoftmaxWithLoss(d, vocab_size, cutoffs, div_value=4.0)
         else:
             self.head = nn.Linear(d, vocab_size)
@@ -201,6 +262,36 @@ class LanguageModel(nn.Module):
         return self.distribution(self.states(inputs, mask))
 
 
+def token_scores(model: LanguageModel, inputs, targets, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) log-probabilities of the targets, and whether each is the most probable token."""
+    h, wanted = model.states(inputs, mask)[mask], targets[mask]
+    lp, best = model.target_logprobs(h, wanted, argmax=True)
+    scores = torch.zeros(targets.shape, device=h.device)
+    greedy = torch.ones(targets.shape, dtype=torch.bool, device=h.device)
+    scores[mask], greedy[mask] = lp.float(), best == wanted
+    return scores, greedy
+
+
+@torch.no_grad()
+def continuation_scores(model: LanguageModel, pairs: list[tuple[list[int], list[int]]], eos: int,
+                        batch_size: int = 64) -> list[tuple[float, bool]]:
+    """For (context ids, continuation ids) pairs, each read after ``eos``: the sum of the
+    continuation's log-probabilities, and whether greedy decoding gives it; in batches of
+    similar length."""
+    device = next(model.parameters()).device
+    results: list[tuple[float, bool] | None] = [None] * len(pairs)
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        sequences = [[eos, *pairs[i][0], *pairs[i][1]] for i in batch]
+        inputs, targets, mask = (t.to(device) for t in pad_shifted(sequences))
+        scores, greedy = token_scores(model, inputs, targets, mask)
+        for row, i in enumerate(batch):
+            n, m = int(mask[row].sum()), len(pairs[i][1])
+            results[i] = (scores[row, n - m:n].sum().item(), bool(greedy[row, n - m:n].all()))
+    return results
+
+
 def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cut a stream into non-overlapping windows so that every token after the first is predicted
     exactly once; the last window is padded. Returns (inputs, targets, mask), each (N, length)."""
@@ -217,7 +308,10 @@ def windows(stream: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tens
 @TASKS.register("lm")
 class WikiText2LM(TrainedTask):
     """Next-word prediction on WikiText-2 (``corpus=wikitext103``, or ``train=``/``valid=``/``test=``
-    files of your own); perplexity on valid and test.
+    files of your own); perplexity on valid and test. With ``bpe_vocab`` the tokens are BPE
+    subwords: its perplexity is per subword, a different unit, so its task label is
+    ``lm/bpe<N>`` and its numbers never share a column with a word lm's; bits per character
+    (``bpc``) compare the two.
 
     Scored on non-overlapping windows of L, 2L, 4L tokens (L = training length), every token
     predicted once per window length; ``ppl_by_position`` splits the longest windows' tokens by
@@ -238,11 +332,14 @@ class WikiText2LM(TrainedTask):
                    "exp of the mean negative log-likelihood per token, on windows of the stored length"),
         MetricSpec("loss", "lower", "score", "nats/token",
                    "mean negative log-likelihood per token, on windows of the stored length"),
+        MetricSpec("bpc", "lower", "score", "bits/char",
+                   "bits per character of the text (each word with the space or newline after it), on "
+                   "windows of the stored length: comparable across word and subword tokenisations"),
         MetricSpec("ppl_by_position", "lower", "per_length", "perplexity",
                    "perplexity of the tokens of the longest windows at positions up to the stored one "
                    "(and past the previous bucket)"),
     )
-    table_metrics = (("test", "ppl"), ("valid", "ppl"))
+    table_metrics = (("test", "ppl"), ("valid", "ppl"), ("test", "bpc"))
     table_at_train_length = True
     length_metric = "ppl"
     dev_metric = "ppl"
@@ -254,19 +351,33 @@ class WikiText2LM(TrainedTask):
 
     def __init__(self, options: LMOptions, data_dir):
         super().__init__(options, data_dir)
+        #: the BPE model of a subword lm (None: words)
+        self.bpe = None
         if options.train:
             paths = {split: user_file("lm", split, getattr(options, split)) for split in SPLITS}
-            self.corpus = Corpus({split: read_corpus_file(path.resolve()) for split, path in paths.items()},
-                                 options.max_vocab)
+            texts = {split: read_corpus_file(path.resolve()) for split, path in paths.items()}
+            if options.bpe_vocab:
+                self.corpus, self.bpe = subword_corpus(texts, options.bpe_vocab)
+            else:
+                self.corpus = Corpus(texts, options.max_vocab)
             self.corpus_name = "your own"
         else:
             self.corpus_name = options.corpus or self.dataset
-            folder = find_dataset(self.corpus_name, [f"{s}.txt.gz" for s in SPLITS], data_dir)
-            self.corpus = load_wikitext2(folder.resolve(), options.max_vocab)
+            folder = find_dataset(self.corpus_name, [f"{s}.txt.gz" for s in SPLITS], data_dir).resolve()
+            if options.bpe_vocab:
+                self.corpus, self.bpe = load_wikitext2_subwords(folder, options.bpe_vocab)
+            else:
+                self.corpus = load_wikitext2(folder, options.max_vocab)
+
+    @classmethod
+    def label_parts(cls, options: dict) -> tuple[str, ...]:
+        return (f"bpe{options['bpe_vocab']}",) if options.get("bpe_vocab") else ()
 
     def info(self) -> dict:
-        return {"corpus": self.corpus_name, "vocab_size": len(self.corpus.vocab),
-                "tokens": {split: len(stream) for split, stream in self.corpus.streams.items()}}
+        return {"corpus": self.corpus_name, "tokenizer": f"bpe{self.options.bpe_vocab}" if self.bpe else "word",
+                "vocab_size": len(self.corpus.vocab),
+                "tokens": {split: len(stream) for split, stream in self.corpus.streams.items()},
+                "chars": {split: int(chars.sum()) for split, chars in self.corpus.chars.items()}}
 
     @classmethod
     def check_arch_options(cls, arch_options: dict) -> None:
@@ -277,7 +388,7 @@ class WikiText2LM(TrainedTask):
         return LanguageModel(backbone, len(self.corpus.vocab), self.options)
 
     def as_upstream(self, model: nn.Module) -> Upstream:
-        return Upstream(model=model, vocab=tuple(self.corpus.vocab))
+        return Upstream(model=model, vocab=tuple(self.corpus.vocab), extra={"bpe": self.bpe} if self.bpe else {})
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         stream, L, B = self.corpus.streams["train"], train.seq_len, train.batch_size
@@ -300,9 +411,10 @@ class WikiText2LM(TrainedTask):
 
     @torch.no_grad()
     def evaluate(self, model, split, train, max_tokens, lengths=True):
-        stream = self.corpus.streams[split]
+        stream, chars = self.corpus.streams[split], self.corpus.chars[split]
         if max_tokens is not None:
-            stream = stream[: max_tokens + 1]
+            stream, chars = stream[: max_tokens + 1], chars[: max_tokens + 1]
+        predicted_chars = int(chars[1:].sum())  # every window length predicts each token once
         device = next(model.parameters()).device
         L = train.seq_len
         multiples = self.options.eval_length_multiples if lengths else (1,)
@@ -319,7 +431,8 @@ class WikiText2LM(TrainedTask):
                 nll_by_pos -= lp.double().sum(0).cpu()
                 count_by_pos += k.double().sum(0).cpu()
             loss = float(nll_by_pos.sum() / count_by_pos.sum())
-            metrics += [Metric(split, "loss", loss, W), Metric(split, "ppl", math.exp(loss), W)]
+            metrics += [Metric(split, "loss", loss, W), Metric(split, "ppl", math.exp(loss), W),
+                        Metric(split, "bpc", float(nll_by_pos.sum()) / math.log(2) / max(1, predicted_chars), W)]
             if m == multiples[-1] and len(multiples) > 1:
                 # the token at index i is at position i + 1; a bucket's indices are contiguous
                 def ppl(chosen: list[int], nll=nll_by_pos, count=count_by_pos) -> float:

@@ -153,6 +153,12 @@ def verb_number(correct: str, wrong: str) -> int | None:
 class ProbeTask(ZeroShotTask):
     """Shared by the probe tasks: subclasses build ``probing_set(upstream, split)``."""
 
+    @classmethod
+    def check_upstream_options(cls, options: dict) -> None:
+        if options.get("bpe_vocab"):
+            raise ValueError(f"the probes read a model's states at words, so they need a word-level "
+                             f"{cls.upstream}: leave bpe_vocab unset (it is {options['bpe_vocab']})")
+
     Options = ProbeOptions
     version = "1"
     in_all = False

@@ -1,8 +1,10 @@
-"""Raw text → the ``lm`` task's word-level vocabulary, split the way WikiText-2 was split.
+"""Raw text → the ``lm`` task's vocabulary: words split the way WikiText-2 was split, and for a
+subword lm those words cut into its BPE pieces.
 
 Punctuation is its own token, a clitic keeps its apostrophe (``don't`` → ``don 't``), hyphens and
 separators inside numbers become ``@-@``, ``@,@``, ``@.@``. Words outside the vocabulary become
-``<unk>``, as in WikiText itself; ``Tokenizer.unknown_rate`` says how often that happened.
+``<unk>``, as in WikiText itself (a subword lm has pieces for every word, and ``<unk>`` only for a
+character it never saw); ``Tokenizer.unknown_rate`` says how often that happened.
 """
 from __future__ import annotations
 
@@ -75,9 +77,32 @@ class Tokenizer:
         k = 0
         while k < min(len(head), len(tokens)) and head[k] == tokens[k]:
             k += 1
-        whole = self.lookup(tokens)
-        return whole[:k], whole[k:]
+        return self.lookup(tokens[:k]), self.lookup(tokens[k:])
 
     @property
     def unknown_rate(self) -> float:
         return self.unknown / self.tokens if self.tokens else 0.0
+
+
+class SubwordTokenizer(Tokenizer):
+    """WikiText tokens → the pieces of a subword lm's BPE model → vocabulary ids. A word is cut
+    the same way wherever it stands, so a context's ids followed by a continuation's are the ids
+    of the whole text."""
+
+    def __init__(self, vocab: list[str], bpe):
+        super().__init__(vocab)
+        self.bpe = bpe
+
+    def tokens_of(self, text: str) -> list[str]:
+        return wikitext_tokens(text)
+
+    def lookup(self, tokens: list[str]) -> list[int]:
+        return super().lookup(self.bpe.encode(tokens, is_pretokenized=True).tokens if tokens else [])
+
+
+def tokenizer_for(vocab, extra: dict) -> Tokenizer:
+    """The tokenizer of an ``lm`` run's model, from what it exports (``Upstream.vocab``,
+    ``Upstream.extra``)."""
+    if extra.get("bpe") is not None:
+        return SubwordTokenizer(list(vocab), extra["bpe"])
+    return Tokenizer(list(vocab))

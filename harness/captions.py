@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from harness.core.references import is_reference
 from harness.core.registry import TASKS
 from harness.stats import ALPHA
 
@@ -53,7 +54,10 @@ def caption(runs: pd.DataFrame, stat: str, samples: dict) -> str:
     test = (f"bold: best in its column; †: not significantly different from it (Welch's t-test "
             f"across seeds, p ≥ {ALPHA})" if several else "bold: best in its column (one seed: no test)")
     env = environments(runs)
+    references = sorted({c["arch"] for c in configs if is_reference(c["arch"])})
     parts = [f"mean ± {spread} over seeds (seeds per cell: {seeds.min()}–{seeds.max()})", test,
+             f"{', '.join(references)}: pretrained Hugging Face model{'s' if len(references) > 1 else ''} "
+             f"scored as a reference (size pretrained), not parameter-matched, not trained here and not ranked" if references else "",
              f"budget: {_listed(budgets)}" if budgets else "",
              f"batch shape (sequences×length): {_listed(shapes)}" if shapes else "",
              f"dtype: {', '.join(sorted(dtypes))}" if dtypes else "",

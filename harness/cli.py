@@ -52,12 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate every (arch, task, seed); skip finished runs")
-    run.add_argument("--arch", type=_csv, required=True, help="comma-separated backbones (see `harness list`)")
+    run.add_argument("--arch", type=_csv, required=True, help="comma-separated backbones (see `harness list`); hf:<model name or "
+                     "folder> adds a pretrained Hugging Face causal LM as a reference row of the zero-shot suites")
     run.add_argument("--tasks", type=_csv, required=True, help="comma-separated tasks, or 'all'")
     run.add_argument("--size", default="tiny", help="size preset (parameter budget or d<width>x<layers>); "
                      "several, comma-separated, give one run each")
     run.add_argument("--seeds", type=_ints, default=[0], help="comma-separated seeds")
-    run.add_argument("--budget", default="smoke", help="smoke (CPU minutes) or full (GPU-sized)")
+    run.add_argument("--budget", default="smoke", help="smoke (CPU minutes), study (lm and the tasks that score its models: about an hour "
+                          "per model on 2 CPU cores at --size small) or full (GPU-sized)")
     run.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=V[,V...]",
                      help="override any config field; several values expand to one run each")
@@ -310,6 +312,8 @@ def cmd_list(args) -> int:
         options = ", ".join(f"{k}={v.default!r}" for k, v in cls.Options.model_fields.items() if not v.exclude)
         both = "causal+bidirectional" if cls.supports_bidirectional else "causal"
         print(f"  {name:{width}s} {both:22s} options: {options}")
+    print(f"  {'hf:<model>':{width}s} {'causal':22s} a pretrained Hugging Face causal LM (name or local folder), "
+          f"scored as a reference by the zero-shot suites, not trained")
     print("tasks:")
     for name in TASKS.names():
         try:

@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 
 from harness.core.data import sha256_of
+from harness.core.references import PREFIX, SIZE, is_reference, reference_model
 from harness.core.registry import ARCHITECTURES, TASKS, suggest
 from harness.core.train_config import TrainConfig
 
@@ -39,6 +40,8 @@ def task_label(task: str, task_options: dict) -> str:
 
 def task_arch_defaults(task: str, arch: str) -> dict:
     """The task's backbone defaults that ``arch`` can take (bidirectional only where supported)."""
+    if is_reference(arch):
+        return {}
     cls = ARCHITECTURES.get(arch)
     return {k: v for k, v in TASKS.get(task).arch_defaults.items() if k in cls.Options.model_fields
             and (k != "bidirectional" or cls.supports_bidirectional)}
@@ -67,7 +70,11 @@ class RunConfig(pydantic.BaseModel):
     @pydantic.field_validator("arch")
     @classmethod
     def _known_arch(cls, v):
-        suggest("architecture", v, ARCHITECTURES.names())
+        if is_reference(v):
+            if not reference_model(v).strip():
+                raise ValueError(f"{PREFIX} needs a Hugging Face model name or a local path after it ({PREFIX}gpt2)")
+            return v
+        suggest("architecture", v, [*ARCHITECTURES.names(), f"{PREFIX}<model>"])
         return v
 
     @pydantic.field_validator("task")
@@ -81,7 +88,8 @@ class RunConfig(pydantic.BaseModel):
     def _known_size(cls, v):
         from architectures.sizing import preset
 
-        preset(v)
+        if v != SIZE:
+            preset(v)
         return v
 
     @pydantic.field_validator("device")
@@ -95,14 +103,17 @@ class RunConfig(pydantic.BaseModel):
     def _normalise_options(self):
         """Validate options with the arch's and task's own models and store them in full,
         defaults included, so the run id changes whenever what runs changes."""
-        arch_cls = ARCHITECTURES.get(self.arch)
         task_cls = TASKS.get(self.task)
-        arch_opts = arch_cls.Options(**self.arch_options).model_dump(mode="json")
-        task_opts = task_cls.Options(**self.task_options).model_dump(mode="json")
-        task_cls.check_arch_options(arch_opts)
         unknown = set(self.inputs or {}) - set(task_cls.input_files)
         if unknown:
             raise ValueError(f"inputs: {self.task} takes no input file option {', '.join(sorted(unknown))}")
+        if is_reference(self.arch) or self.size == SIZE:
+            check_reference(self)
+            return self
+        arch_cls = ARCHITECTURES.get(self.arch)
+        arch_opts = arch_cls.Options(**self.arch_options).model_dump(mode="json")
+        task_opts = task_cls.Options(**self.task_options).model_dump(mode="json")
+        task_cls.check_arch_options(arch_opts)
         object.__setattr__(self, "arch_options", arch_opts)
         object.__setattr__(self, "task_options", task_opts)
         return self
@@ -123,7 +134,28 @@ class RunConfig(pydantic.BaseModel):
     def label(self) -> str:
         """Row label for tables: the architecture plus every option that differs from its default
         (the task's default, for options the task sets, such as bidirectional for tagging)."""
+        if is_reference(self.arch):
+            return self.arch
         defaults = ARCHITECTURES.get(self.arch).Options().model_dump(mode="json")
         defaults.update(task_arch_defaults(self.task, self.arch))
         changed = [f"{k}={v}" for k, v in sorted(self.arch_options.items()) if defaults.get(k) != v]
         return f"{self.arch}[{','.join(changed)}]" if changed else self.arch
+
+
+def reference_tasks() -> list[str]:
+    """The tasks that score a reference model (``hf:<model>``)."""
+    return [name for name in TASKS.names() if getattr(TASKS.get(name), "scores_references", False)]
+
+
+def check_reference(cfg: RunConfig) -> None:
+    """A reference run: an ``hf:`` model, size ``pretrained``, no backbone options or upstream,
+    on a task that scores references, with options that task accepts."""
+    if not is_reference(cfg.arch):
+        raise ValueError(f"size {SIZE!r} is for reference models ({PREFIX}<model>), not {cfg.arch!r}")
+    task_cls = TASKS.get(cfg.task)
+    if not getattr(task_cls, "scores_references", False):
+        raise ValueError(f"{cfg.arch} is a reference model (a pretrained Hugging Face causal LM): it runs only "
+                         f"the zero-shot tasks that score one ({', '.join(reference_tasks())}), not {cfg.task!r}")
+    if cfg.size != SIZE or cfg.arch_options or cfg.upstream:
+        raise ValueError(f"a reference run ({cfg.arch}) has size {SIZE!r}, no backbone options and no upstream run")
+    object.__setattr__(cfg, "task_options", task_cls.Options(**cfg.task_options).model_dump(mode="json"))

@@ -11,6 +11,7 @@ import torch
 
 from architectures.sizing import build_backbone
 from harness.config import RunConfig
+from harness.core.references import is_reference, reference_model
 from harness.core.measure import environment, inference_tokens_per_s, peak_memory, reset_peak_memory
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric
@@ -100,10 +101,16 @@ def _train_and_evaluate(cfg: RunConfig, task, run: "_Run") -> list[Metric]:
 
 
 def _score_upstream(cfg: RunConfig, task, run: "_Run") -> list[Metric]:
-    upstream = load_upstream(run.store, cfg, run.data_dir)
+    if is_reference(cfg.arch):
+        from tasks.lm_eval.reference import load_reference
+
+        upstream = load_reference(reference_model(cfg.arch), run.device)
+        run.info["reference"] = reference_model(cfg.arch)
+    else:
+        upstream = load_upstream(run.store, cfg, run.data_dir)
+        run.info["upstream"] = cfg.upstream
     upstream.model.to(run.device)
     metrics = _describe(upstream.model, run.info)
-    run.info["upstream"] = cfg.upstream
     run.info.update(task.info())
     with autocast(run.device, cfg.train):
         for split in task.final_splits:

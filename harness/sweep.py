@@ -10,7 +10,8 @@ from typing import Any
 import pydantic
 import yaml
 
-from harness.config import RunConfig, input_digests, task_arch_defaults
+from harness.config import RunConfig, input_digests, reference_tasks, task_arch_defaults
+from harness.core.references import SIZE as REFERENCE_SIZE, is_reference
 from harness.core.data import search_path
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
@@ -35,7 +36,7 @@ def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, 
     """Put one override where it belongs (``train.``/``arch.``/``task.`` prefixes force a place)."""
     scope, _, name = key.rpartition(".")
     places = {"train": (TrainConfig.model_fields, train),
-              "arch": (ARCHITECTURES.get(arch).Options.model_fields, arch_opts),
+              "arch": ({} if is_reference(arch) else ARCHITECTURES.get(arch).Options.model_fields, arch_opts),
               "task": (TASKS.get(task).Options.model_fields, task_opts)}
     if scope:
         suggest("override scope", scope, places)
@@ -54,19 +55,26 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
     task_cls = TASKS.get(task)
     before: list[RunConfig] = []
     upstream = None
-    if task_cls.upstream:  # starts from the model of the matching upstream run
-        *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
-        try:
-            task_cls.check_upstream_options(up.task_options)
-        except ValueError as err:
-            raise ValueError(f"invalid configuration for {arch}/{task}: {err}") from None
-        before.append(up)
-        upstream = up.run_id
-    train = task_cls.budget(budget, dict(before[-1].train) if before else None)
-    arch_opts: dict = dict(before[-1].arch_options) if before else task_arch_defaults(task, arch)
+    if is_reference(arch):  # a pretrained model, scored as it is; its budget is the upstream task's
+        size, seed = REFERENCE_SIZE, 0
+        train = TASKS.get(task_cls.upstream).budget(budget, None)
+        arch_opts: dict = {}
+    else:
+        if task_cls.upstream:  # starts from the model of the matching upstream run
+            *before, up = _configs(arch, task_cls.upstream, size, seed, device, budget, settings, used)
+            try:
+                task_cls.check_upstream_options(up.task_options)
+            except ValueError as err:
+                raise ValueError(f"invalid configuration for {arch}/{task}: {err}") from None
+            before.append(up)
+            upstream = up.run_id
+        train = task_cls.budget(budget, dict(before[-1].train) if before else None)
+        arch_opts = dict(before[-1].arch_options) if before else task_arch_defaults(task, arch)
     task_opts: dict = {}
     for key, value in settings.items():
-        if _apply(key, value, arch, task, train, {} if before else arch_opts, task_opts):
+        # training settings leave a reference's config alone: nothing of it is trained
+        if _apply(key, value, arch, task, dict(train) if is_reference(arch) else train,
+                  {} if before else arch_opts, task_opts):
             used.add(key)
     where = f"{arch}/{task}"
     fields = dict(arch=arch, task=task, size=size, seed=seed, device=device, arch_options=arch_opts,
@@ -93,12 +101,19 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
     config; runs that others depend on come first."""
     suggest("budget", budget, BUDGETS)
     for arch in archs:
-        ARCHITECTURES.get(arch)
+        if not is_reference(arch):
+            ARCHITECTURES.get(arch)
     for task in tasks:
         TASKS.get(task)
     overrides = overrides or {}
     configs, used = [], set()
+    for arch in filter(is_reference, archs):
+        if not any(getattr(TASKS.get(t), "scores_references", False) for t in tasks):
+            raise ValueError(f"{arch} is a reference model (a pretrained Hugging Face causal LM): it runs only the "
+                             f"zero-shot tasks that score one ({', '.join(reference_tasks())}); none was asked for")
     for arch, task in itertools.product(archs, tasks):
+        if is_reference(arch) and not getattr(TASKS.get(task), "scores_references", False):
+            continue  # a reference runs only the tasks that score one
         grid = dict(overrides)
         for axis, values in TASKS.get(task).sweep_axes.items():
             if not any(k.rpartition(".")[2] == axis for k in overrides):
@@ -110,7 +125,7 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
     unused = [k for k in overrides if k not in used]
     if unused:
         fields = set(TrainConfig.model_fields)
-        for name in set(archs):
+        for name in set(archs) - set(filter(is_reference, archs)):
             fields |= set(ARCHITECTURES.get(name).Options.model_fields)
         for name in set(tasks):
             fields |= set(TASKS.get(name).Options.model_fields)

@@ -18,6 +18,7 @@ from harness.protocol import PROTOCOLS, best_lr, dev_better, dev_scores
 from harness.render import cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
                           task_labels, upstream_configs)
+from harness.core.references import SIZE as REFERENCE_SIZE
 from harness.stats import STATS, rank_column, spread, summarise
 from harness.store import FINISHED, RunStore
 
@@ -98,7 +99,8 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     heading_of = {f"{t}: {h}": (t, h) for t, h in order}
     for col, by_row in samples.items():
         spec = column_spec(*heading_of[col])  # the direction is the metric's spec, never its name
-        for row, mark in rank_column(by_row, spec.better if spec else None).items():
+        ranked = {row: v for row, v in by_row.items() if rows[row][1] != REFERENCE_SIZE}  # references: context only
+        for row, mark in rank_column(ranked, spec.better if spec else None).items():
             marks[(row, col)] = mark
     table = table.dropna(axis=1, how="all").fillna("—")
     if not one_model:

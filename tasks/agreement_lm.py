@@ -10,7 +10,8 @@ one after the sentence prefix (with ``<eos>`` as the left context, as in the tra
 Words outside the WikiText-2 vocabulary become ``<unk>``; an item whose correct or wrong form is
 outside the vocabulary cannot be scored and is left out; ``coverage`` says how many were kept. A
 subword lm scores every item: a verb form cut into several pieces scores the sum of their
-log-probabilities.
+log-probabilities. A pretrained Hugging Face model (``hf:<model>``) is scored on the prefix as
+text, through lm-eval's ``hf`` model.
 """
 from __future__ import annotations
 
@@ -118,6 +119,7 @@ class AgreementLM(ZeroShotTask):
     version = "1"
     #: no training of its own: it scores the model of the matching ``lm`` run
     upstream = "lm"
+    scores_references = True
     scoring = "P(correct verb form) > P(wrong form) after the sentence prefix"
     metric_specs = specs(
         MetricSpec("accuracy", "higher", "score", "fraction",
@@ -142,7 +144,10 @@ class AgreementLM(ZeroShotTask):
     @torch.no_grad()
     def evaluate_upstream(self, upstream: Upstream, split: str):
         model = upstream.model
-        if upstream.extra.get("bpe") is not None:
+        if upstream.extra.get("reference") is not None:
+            order, right = self.reference_choices(upstream, split)
+            items = order
+        elif upstream.extra.get("bpe") is not None:
             order, right = self.subword_choices(upstream, split)
             items = order
         else:
@@ -170,4 +175,14 @@ class AgreementLM(ZeroShotTask):
             prefix = tokenizer.lookup(list(item.prefix))
             pairs += [(prefix, tokenizer.lookup([item.correct])), (prefix, tokenizer.lookup([item.wrong]))]
         scores = [lp for lp, _ in continuation_scores(upstream.model, pairs, tokenizer.eos, batch_size=256)]
+        return list(items), [scores[2 * k] > scores[2 * k + 1] for k in range(len(items))]
+
+    def reference_choices(self, upstream: Upstream, split: str) -> tuple[list[Item], list[bool]]:
+        """Every item of ``split``, and whether a pretrained Hugging Face model (scored by lm-eval's
+        ``hf`` model) gives its correct verb form the higher log-probability after the prefix."""
+        from tasks.lm_eval.reference import continuation_logprobs
+
+        items = self.items[split]
+        pairs = [(" ".join(item.prefix), f" {form}") for item in items for form in (item.correct, item.wrong)]
+        scores = continuation_logprobs(upstream, pairs, batch_size=64)
         return list(items), [scores[2 * k] > scores[2 * k + 1] for k in range(len(items))]

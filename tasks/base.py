@@ -90,6 +90,9 @@ class Task:
     final_splits: tuple[str, ...] = ("valid", "test")
     #: the task whose trained model this one starts from (fine-tuned and zero-shot kinds)
     upstream: ClassVar[str | None] = None
+    #: a zero-shot task that also scores a pretrained Hugging Face model (``hf:<model>``), given
+    #: as an upstream whose ``extra["reference"]`` holds it (``tasks/lm_eval/reference.py``)
+    scores_references: ClassVar[bool] = False
     #: options that name files of the user's own (``--set path=FILE``): the SHA-256 of each file
     #: given joins the run id (RunConfig.inputs), so an edited file is a new run
     input_files: ClassVar[tuple[str, ...]] = ()
@@ -155,6 +158,9 @@ class TrainedTask(Task):
 
     @classmethod
     def budget(cls, name: str, upstream: dict | None) -> dict:
+        if name not in cls.budgets:
+            task = getattr(cls, "registered_name", cls.__name__)
+            raise ValueError(f"task {task!r} has no {name!r} budget (it has: {', '.join(cls.budgets)})")
         return dict(cls.budgets[name])
 
     @classmethod

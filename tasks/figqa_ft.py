@@ -85,6 +85,7 @@ class FigQAFineTuned(FineTunedTask):
     budgets = {
         # seq_len caps an item's length in words (start phrase and ending); none is longer than 64
         "smoke": dict(steps=300, batch_size=32, seq_len=64, lr=1e-3, warmup_steps=30, eval_every=50),
+        "study": dict(steps=1000, batch_size=32, seq_len=64, lr=3e-4, warmup_steps=100, eval_every=100),
         "full": dict(steps=3000, batch_size=32, seq_len=64, lr=3e-4, warmup_steps=200, eval_every=250),
     }
     metric_specs = specs(

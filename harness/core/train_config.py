@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pydantic
 
-BUDGETS = ("smoke", "full")
+#: smoke: minutes on a CPU; study: about an hour per model on 2 CPU cores (``lm``, and the tasks
+#: that score its models); full: GPU-sized
+BUDGETS = ("smoke", "study", "full")
 
 #: the attribute a parameter carries when AdamW must not decay it whatever its shape
 NO_WEIGHT_DECAY = "no_weight_decay"

@@ -11,7 +11,8 @@
 The suites are lm-eval YAML tasks (``tasks/lm_eval/``), rendered with the resolved data folder (as
 data: each template is parsed, its ``@FIELD@`` placeholders filled in the parsed values, and the result
 dumped by a YAML library, so a path can never add YAML of its own) and loaded with ``TaskManager(include_path=..., include_defaults=False)``, fully offline; the model is
-``tasks.lm_eval.adapter.HarnessLM``. Reported per lm-eval task: lm-eval's ``acc`` (as the
+``tasks.lm_eval.adapter.HarnessLM``, or for a pretrained Hugging Face model named as
+``hf:<model>``, lm-eval's own ``hf`` model (``tasks/lm_eval/reference.py``). Reported per lm-eval task: lm-eval's ``acc`` (as the
 community reports it), the fraction of ``ties`` (both choices scored the same, which happens when
 the words that differ are all outside the vocabulary and become ``<unk>``; lm-eval counts a tie as
 right when the first choice is the right one, as in BLiMP), and ``items``. The suite also reports
@@ -63,6 +64,7 @@ class LMEvalSuite(ZeroShotTask):
 
     Options = SuiteOptions
     upstream = "lm"
+    scores_references = True
     final_splits = ("suite",)  # one pass scores every lm-eval task; metrics name their own split
     scoring = "lm-eval"
     #: the split of each metric is the lm-eval task (or the group averaged), its name what is measured
@@ -90,6 +92,10 @@ class LMEvalSuite(ZeroShotTask):
 
     def evaluate_upstream(self, upstream: Upstream, split: str) -> list[Metric]:
         from tasks.lm_eval.adapter import HarnessLM
+        from tasks.lm_eval.reference import is_reference, lm_eval_model
+
+        if is_reference(upstream):  # a pretrained Hugging Face model, through lm-eval's own hf model
+            return self.score(lm_eval_model(upstream, self.options.batch_size))
 
         device = next(upstream.model.parameters()).device
         adapter = HarnessLM(upstream.model, list(upstream.vocab), device=device,

@@ -104,7 +104,7 @@ class RunConfig(pydantic.BaseModel):
         """Validate options with the arch's and task's own models and store them in full,
         defaults included, so the run id changes whenever what runs changes."""
         task_cls = TASKS.get(self.task)
-        unknown = set(self.inputs or {}) - set(task_cls.input_files)
+        unknown = set(self.inputs or {}) - {*task_cls.input_files, *(("model",) if is_reference(self.arch) else ())}
         if unknown:
             raise ValueError(f"inputs: {self.task} takes no input file option {', '.join(sorted(unknown))}")
         if is_reference(self.arch) or self.size == SIZE:

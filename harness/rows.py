@@ -79,6 +79,16 @@ def _flat(config: dict, upstreams: dict[str, dict]) -> dict:
     return flat
 
 
+def _set_apart(config: dict, upstreams: dict[str, dict]) -> set[str]:
+    """The upstream run's options that always join a row label, varying or not (a subword
+    ``lm``'s ``bpe_vocab``: its models read other tokens)."""
+    up = upstreams.get(config.get("upstream"))
+    if up is None or up["task"] not in TASKS:
+        return set()
+    return {f"{up['task']}.{k}" for k in TASKS.get(up["task"]).label_options
+            if up["task_options"].get(k) is not None}
+
+
 def task_labels(runs: pd.DataFrame) -> dict[str, str]:
     return {r.run_id: task_label((c := json.loads(r.config))["task"], c["task_options"]) for r in runs.itertuples()}
 
@@ -110,7 +120,8 @@ def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset(),
         for i in ids:
             base = runs.loc[runs.run_id == i, "label"].iloc[0]
             # a setting this run leaves unset (a task option at its default) adds nothing to its label
-            extra = [f"{k}={flats[i][k]}" for k in varying if f"{k}=" not in base and k in flats[i]]
+            shown = [*varying, *sorted(_set_apart(configs[i], upstreams) - set(varying))]
+            extra = [f"{k}={flats[i][k]}" for k in shown if f"{k}=" not in base and k in flats[i]]
             if extra:
                 base = f"{base[:-1]},{','.join(extra)}]" if base.endswith("]") else f"{base}[{','.join(extra)}]"
             labels[i] = base

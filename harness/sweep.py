@@ -11,7 +11,7 @@ import pydantic
 import yaml
 
 from harness.config import RunConfig, input_digests, reference_tasks, task_arch_defaults
-from harness.core.references import SIZE as REFERENCE_SIZE, is_reference
+from harness.core.references import SIZE as REFERENCE_SIZE, is_reference, reference_digest
 from harness.core.data import search_path
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
@@ -55,9 +55,9 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
     task_cls = TASKS.get(task)
     before: list[RunConfig] = []
     upstream = None
-    if is_reference(arch):  # a pretrained model, scored as it is; its budget is the upstream task's
+    if is_reference(arch):  # a pretrained model, scored as it is, whatever the budget
         size, seed = REFERENCE_SIZE, 0
-        train = TASKS.get(task_cls.upstream).budget(budget, None)
+        train = TASKS.get(task_cls.upstream).budget("smoke", None)
         arch_opts: dict = {}
     else:
         if task_cls.upstream:  # starts from the model of the matching upstream run
@@ -81,6 +81,8 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
                   task_options=task_opts, train=_validated(TrainConfig, where, **train), upstream=upstream)
     cfg = _validated(RunConfig, where, **fields)
     inputs = input_digests(task, cfg.task_options)  # the user's files by content: an edit is a new run
+    if is_reference(arch) and (weights := reference_digest(arch)):  # so are a reference's weights
+        inputs = {**(inputs or {}), "model": weights}
     if inputs:
         cfg = _validated(RunConfig, where, **fields, inputs=inputs)
     return [*before, cfg]

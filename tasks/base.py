@@ -81,6 +81,10 @@ class Task:
     #: option → values that a sweep runs over unless the option is set explicitly
     sweep_axes: dict[str, tuple] = {}
 
+    #: options that, when set, always label the rows of the runs that score this task's models
+    #: (an ``lm``'s ``bpe_vocab``), varying in a table or not
+    label_options: ClassVar[tuple[str, ...]] = ()
+
     @classmethod
     def label_parts(cls, options: dict) -> tuple[str, ...]:
         """What, beyond its sweep axes, sets a run's numbers apart from the task's others so that

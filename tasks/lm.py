@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import hashlib
 import math
 from collections import Counter
 from pathlib import Path
@@ -33,13 +34,16 @@ class Corpus:
 
     ``chars`` gives, per split, the characters of the text each token stands for (a word and the
     space or newline after it; 0 for a word's later subword pieces), so that bits per character
-    compare models whatever their tokenisation; unset, every token is a word (``word_chars``)."""
+    compare models whatever their tokenisation; unset, every token is a word (``word_chars``).
+    ``unseen``: tokens to give ids although training never produced them (a BPE model's pieces
+    that only other text cuts out), after the others."""
 
     def __init__(self, texts: dict[str, list[list[str]]], max_vocab: int | None = None,
-                 chars: dict[str, list[list[int]]] | None = None):
+                 chars: dict[str, list[list[int]]] | None = None, unseen: tuple[str, ...] = ()):
         counts = Counter(tok for line in texts["train"] for tok in line)
         counts.setdefault(UNK, 0)
         self.vocab = [tok for tok, _ in counts.most_common()]
+        self.vocab += sorted(set(unseen) - set(self.vocab))  # tokens training never produced, last
         if max_vocab is not None and len(self.vocab) > max_vocab:
             kept = [tok for tok in self.vocab if tok != UNK][:max_vocab - 1]
             dropped = sum(counts.values()) - sum(counts[tok] for tok in kept)
@@ -72,7 +76,9 @@ def train_bpe(lines: tuple[tuple[str, ...], ...], vocab_size: int):
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[UNK], show_progress=False)
-    tokenizer.train_from_iterator((" ".join(line[:-1]) for line in lines if len(line) > 1), trainer)
+    # WikiText's own <unk> is one special token: its letters teach the merges nothing
+    tokenizer.train_from_iterator((" ".join(w for w in line[:-1] if w != UNK) for line in lines if len(line) > 1),
+                                  trainer)
     return tokenizer
 
 
@@ -87,9 +93,15 @@ def subword_corpus(texts: dict[str, tuple], vocab_size: int) -> tuple[Corpus, ob
         chars[split] = [[len(line[w]) + 1 if w != previous else 0
                          for w, previous in zip(e.word_ids, [None, *e.word_ids])] + [0 if len(line) > 1 else 1]
                         for e, line in zip(encoded, lines)]
-    return Corpus(pieces, chars=chars), bpe
+    return Corpus(pieces, chars=chars, unseen=tuple(bpe.get_vocab())), bpe
 
 
+@functools.lru_cache(maxsize=4)
+def training_words(lines: tuple[tuple[str, ...], ...]) -> frozenset[str]:
+    return frozenset(w for line in lines for w in line)
+
+
+@functools.lru_cache(maxsize=2)
 def read_wikitext(folder: Path) -> dict[str, tuple[tuple[str, ...], ...]]:
     """WikiText-2 (or -103, laid out alike) as PyTorch's word_language_model reads it: whitespace
     tokens, <eos> per line."""
@@ -338,7 +350,11 @@ class WikiText2LM(TrainedTask):
                    "mean negative log-likelihood per token, on windows of the stored length"),
         MetricSpec("bpc", "lower", "score", "bits/char",
                    "bits per character of the text (each word with the space or newline after it), on "
-                   "windows of the stored length: comparable across word and subword tokenisations"),
+                   "windows of the stored length: comparable across word and subword tokenisations, "
+                   "where both read the same share of it as <unk> (unk_rate)"),
+        MetricSpec("unk_rate", None, "info", "fraction",
+                   "share of the scored tokens that are <unk> (a <unk> stands for the whole word's "
+                   "characters in bpc): the corpus and vocabulary, the same for every backbone"),
         MetricSpec("ppl_by_position", "lower", "per_length", "perplexity",
                    "perplexity of the tokens of the longest windows at positions up to the stored one "
                    "(and past the previous bucket)"),
@@ -355,13 +371,14 @@ class WikiText2LM(TrainedTask):
 
     def __init__(self, options: LMOptions, data_dir):
         super().__init__(options, data_dir)
-        #: the BPE model of a subword lm (None: words)
-        self.bpe = None
+        #: the BPE model of a subword lm (None: words), and the words of its training split
+        self.bpe, self.words = None, frozenset()
         if options.train:
             paths = {split: user_file("lm", split, getattr(options, split)) for split in SPLITS}
             texts = {split: read_corpus_file(path.resolve()) for split, path in paths.items()}
             if options.bpe_vocab:
                 self.corpus, self.bpe = subword_corpus(texts, options.bpe_vocab)
+                self.words = training_words(texts["train"])
             else:
                 self.corpus = Corpus(texts, options.max_vocab)
             self.corpus_name = "your own"
@@ -370,15 +387,19 @@ class WikiText2LM(TrainedTask):
             folder = find_dataset(self.corpus_name, [f"{s}.txt.gz" for s in SPLITS], data_dir).resolve()
             if options.bpe_vocab:
                 self.corpus, self.bpe = load_wikitext2_subwords(folder, options.bpe_vocab)
+                self.words = training_words(read_wikitext(folder)["train"])
             else:
                 self.corpus = load_wikitext2(folder, options.max_vocab)
+
+    label_options = ("bpe_vocab",)
 
     @classmethod
     def label_parts(cls, options: dict) -> tuple[str, ...]:
         return (f"bpe{options['bpe_vocab']}",) if options.get("bpe_vocab") else ()
 
     def info(self) -> dict:
-        return {"corpus": self.corpus_name, "tokenizer": f"bpe{self.options.bpe_vocab}" if self.bpe else "word",
+        bpe = {"bpe_sha256": hashlib.sha256(self.bpe.to_str().encode()).hexdigest()} if self.bpe else {}
+        return {"corpus": self.corpus_name, "tokenizer": f"bpe{self.options.bpe_vocab}" if self.bpe else "word", **bpe,
                 "vocab_size": len(self.corpus.vocab),
                 "tokens": {split: len(stream) for split, stream in self.corpus.streams.items()},
                 "chars": {split: int(chars.sum()) for split, chars in self.corpus.chars.items()}}
@@ -392,7 +413,9 @@ class WikiText2LM(TrainedTask):
         return LanguageModel(backbone, len(self.corpus.vocab), self.options)
 
     def as_upstream(self, model: nn.Module) -> Upstream:
-        return Upstream(model=model, vocab=tuple(self.corpus.vocab), extra={"bpe": self.bpe} if self.bpe else {})
+        if self.bpe is None:
+            return Upstream(model=model, vocab=tuple(self.corpus.vocab))
+        return Upstream(model=model, vocab=tuple(self.corpus.vocab), extra={"bpe": self.bpe, "words": self.words})
 
     def train_batches(self, train: TrainConfig, generator: torch.Generator) -> Iterator[Batch]:
         stream, L, B = self.corpus.streams["train"], train.seq_len, train.batch_size
@@ -419,10 +442,10 @@ class WikiText2LM(TrainedTask):
         if max_tokens is not None:
             stream, chars = stream[: max_tokens + 1], chars[: max_tokens + 1]
         predicted_chars = int(chars[1:].sum())  # every window length predicts each token once
+        metrics = [Metric(split, "unk_rate", float((stream[1:] == self.corpus.index[UNK]).double().mean()))]
         device = next(model.parameters()).device
         L = train.seq_len
         multiples = self.options.eval_length_multiples if lengths else (1,)
-        metrics = []
         for m in multiples:
             W = L * m
             nll_by_pos = torch.zeros(W, dtype=torch.float64)

@@ -4,6 +4,7 @@ marked as a reference. Offline: the model is a randomly initialised tiny GPT-2 b
 with a BPE tokenizer learned here on WikiText-2 lines."""
 import gzip
 import json
+import sqlite3
 
 import pytest
 import torch
@@ -131,6 +132,9 @@ def test_reference_configs_have_no_upstream_one_seed_and_no_training_tasks(tiny_
                for c in refs)
     assert refs[0].train.lr != 1e-3, "training settings leave a reference alone"
     assert len([c for c in configs if c.arch == "lstm"]) == 4 * 2, "lstm: every task and seed"
+    # the budget trains nothing of it: one run whatever --budget says
+    assert expand([f"hf:{tiny_gpt2}"], ["figqa"], budget="study")[0].run_id == \
+        expand([f"hf:{tiny_gpt2}"], ["figqa"])[0].run_id
     with pytest.raises(ValueError, match="it runs only the zero-shot tasks that score one"):
         expand([f"hf:{tiny_gpt2}"], ["ner", "lm"])
     with pytest.raises(ValueError, match="needs a Hugging Face model name or a local path"):
@@ -160,6 +164,14 @@ def test_reference_rows_sit_in_the_same_table_marked_as_references(tiny_gpt2, tm
     assert "pretrained" in row and "lstm" in out
     assert "**" not in row, "a reference is context, never the best of a column"
     assert "**" in next(line for line in out.splitlines() if line.startswith("| lstm"))
+    # even where it scores best
+    with sqlite3.connect(results / "runs.sqlite") as conn:
+        conn.execute("UPDATE metrics SET value = 1.0 WHERE run_id = ? AND metric = 'accuracy'", (ref.run_id,))
+    assert harness("table", "--results", results, "--task", "blimp_agreement") == 0
+    out = capsys.readouterr().out
+    assert "1.00" in next(line for line in out.splitlines() if f"hf:{tiny_gpt2}" in line)
+    assert "**" not in next(line for line in out.splitlines() if f"hf:{tiny_gpt2}" in line)
+    assert "**" in next(line for line in out.splitlines() if line.startswith("| lstm"))
     assert "reference" in out and "not parameter-matched" in out
 
 
@@ -172,9 +184,23 @@ def test_a_reference_that_cannot_be_loaded_is_a_failed_run_that_says_why(tmp_pat
     assert run.status == "failed" and str(missing) in RunStore(results).record(run.run_id)["error"]
 
 
-def test_the_non_embedding_count_leaves_the_input_embedding_out(reference):
+def test_the_non_embedding_count_leaves_the_embeddings_out(reference):
     model: ReferenceLM = reference.model
     described = model.describe()
     total = sum(p.numel() for p in model.hf.parameters())
-    assert described["params_non_embedding"] == total - model.hf.get_input_embeddings().weight.numel()
+    config = model.hf.config  # token and position embeddings out; the head is tied to the first
+    assert described["params_non_embedding"] == total - (config.vocab_size + config.n_positions) * config.n_embd
     assert described["n_layers"] == 2 and described["d_model"] == 32
+
+
+def test_the_weights_pin_a_reference_run(tiny_gpt2, tmp_path):
+    import shutil
+
+    (cfg,) = expand([f"hf:{tiny_gpt2}"], ["figqa"])
+    assert len(cfg.inputs["model"]) == 64
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_gpt2, copy)
+    assert expand([f"hf:{copy}"], ["figqa"])[0].inputs == cfg.inputs, "the same weights elsewhere"
+    weights = next(copy.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    assert expand([f"hf:{copy}"], ["figqa"])[0].inputs != cfg.inputs, "other weights: another run"

@@ -19,10 +19,12 @@ class HarnessLM(LM):
     """A trained ``lm`` model (any backbone) for lm-eval: batched ``loglikelihood`` and
     ``loglikelihood_rolling``; it does not generate."""
 
-    def __init__(self, model, vocab: list[str], device="cpu", batch_size: int = 64, bpe=None):
+    def __init__(self, model, vocab: list[str], device="cpu", batch_size: int = 64, extra: dict | None = None):
+        """``extra``: what the ``lm`` run exports beside its vocabulary (``Upstream.extra``: a
+        subword lm's BPE model)."""
         super().__init__()
         self.model = model.to(device).eval()
-        self.tokenizer = tokenizer_for(vocab, {"bpe": bpe})
+        self.tokenizer = tokenizer_for(vocab, extra or {})
         self.batch_size = batch_size
 
     def split(self, context: str, continuation: str) -> tuple[list[int], list[int]]:

@@ -23,10 +23,14 @@ class ReferenceLM(nn.Module):
         self.tokenizer = tokenizer
 
     def describe(self) -> dict:
-        """What the run's info records of it; its input embedding is left out of the
-        non-embedding count (an output layer tied to it shares the same parameters)."""
+        """What the run's info records of it; its embeddings (token and position) and an output
+        layer not tied to the input embedding are left out of the non-embedding count."""
         total = sum(p.numel() for p in self.hf.parameters())
-        embedding = self.hf.get_input_embeddings().weight.numel()
+        embeddings = {id(m.weight): m.weight.numel() for m in self.hf.modules() if isinstance(m, nn.Embedding)}
+        output = self.hf.get_output_embeddings()
+        if output is not None:
+            embeddings[id(output.weight)] = output.weight.numel()
+        embedding = sum(embeddings.values())
         config = self.hf.config
         return {"reference": self.name, "model_type": getattr(config, "model_type", None),
                 "d_model": getattr(config, "hidden_size", None),

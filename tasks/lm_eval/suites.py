@@ -99,7 +99,7 @@ class LMEvalSuite(ZeroShotTask):
 
         device = next(upstream.model.parameters()).device
         adapter = HarnessLM(upstream.model, list(upstream.vocab), device=device,
-                            batch_size=self.options.batch_size, bpe=upstream.extra.get("bpe"))
+                            batch_size=self.options.batch_size, extra=upstream.extra)
         return self.score(adapter) + [Metric("suite", "unk_rate", adapter.tokenizer.unknown_rate)]
 
     def task_manager(self, folder: str):

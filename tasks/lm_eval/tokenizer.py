@@ -89,12 +89,13 @@ class SubwordTokenizer(Tokenizer):
     the same way wherever it stands, so a context's ids followed by a continuation's are the ids
     of the whole text."""
 
-    def __init__(self, vocab: list[str], bpe):
+    def __init__(self, vocab: list[str], bpe, words=frozenset()):
         super().__init__(vocab)
         self.bpe = bpe
+        self.words = words  # the training split's words: abbreviations keep their point
 
     def tokens_of(self, text: str) -> list[str]:
-        return wikitext_tokens(text)
+        return wikitext_tokens(text, self.words)
 
     def lookup(self, tokens: list[str]) -> list[int]:
         return super().lookup(self.bpe.encode(tokens, is_pretokenized=True).tokens if tokens else [])
@@ -104,5 +105,5 @@ def tokenizer_for(vocab, extra: dict) -> Tokenizer:
     """The tokenizer of an ``lm`` run's model, from what it exports (``Upstream.vocab``,
     ``Upstream.extra``)."""
     if extra.get("bpe") is not None:
-        return SubwordTokenizer(list(vocab), extra["bpe"])
+        return SubwordTokenizer(list(vocab), extra["bpe"], extra.get("words", frozenset()))
     return Tokenizer(list(vocab))

@@ -284,7 +284,7 @@ def execute_plan(configs, args) -> int:
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
         launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
                         progress=bars, workers=args.workers, address=args.address,
-                        cpus_per_run=args.cpus_per_run)
+                        cpus_per_run=args.cpus_per_run, verbose=args.verbose)
         started = time.perf_counter()
         summary = LAUNCHERS[args.launcher](configs, store, launch)
     ran = ", ".join(f"{n} {status}" for status, n in summary.ran.items()) or "nothing"

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
-from harness.screen import Progress
+from harness.screen import Progress, quiet
 from harness.store import FINISHED, RunStore
 from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
@@ -44,6 +44,8 @@ class Launch:
     address: str | None = None
     #: ray: CPUs each run asks for when it runs on the CPU
     cpus_per_run: int = 1
+    #: the libraries' own log lines and warnings shown (``--verbose``); else silenced, in workers too
+    verbose: bool = False
 
 
 def _tracker(launch: Launch):
@@ -78,9 +80,10 @@ def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.workers))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        run_sweep(configs, RunStore(root), data_dir=launch.data_dir, tracker_factory=_tracker(launch),
-                  retry_failed=launch.retry_failed, progress=False,
-                  log=lambda msg, **kw: print(f"[worker {slot}] {msg}", **kw))
+        with quiet(verbose=launch.verbose, progress=False):  # as the process that started it
+            run_sweep(configs, RunStore(root), data_dir=launch.data_dir, tracker_factory=_tracker(launch),
+                      retry_failed=launch.retry_failed, progress=False,
+                      log=lambda msg, **kw: print(f"[worker {slot}] {msg}", **kw))
     except KeyboardInterrupt:
         pass  # run_sweep has given the run in progress back
 

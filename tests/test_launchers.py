@@ -212,3 +212,14 @@ def test_killed_ray_worker_is_retried(tmp_path, data_dir):
     assert counts(store) == {"finished": 2}
     workers = {json.loads(info)["worker_pid"] for info in store.runs()["info"]}
     assert victim.pid not in workers, "the killed worker's run was retried on another worker"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_local_workers_keep_the_libraries_as_quiet_as_the_command_does(tmp_path, data_dir, capfd, verbose):
+    # lm-eval warns (a logging line) each time it loads wsc273's data; only --verbose shows it
+    args = ["run", "--arch", "gru", "--tasks", "lm,wsc273", "--device", "cpu", "--data-dir", data_dir,
+            "--no-progress", "--workers", "2", "--results", tmp_path, "--set", "limit=2", *TINY_SETS]
+    assert harness(*args, *(["--verbose"] if verbose else [])) == 0
+    out, err = capfd.readouterr()
+    assert ("Custom kwargs can be passed" in out + err) == verbose
+    assert "[worker" in out

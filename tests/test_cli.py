@@ -168,6 +168,8 @@ def test_list_and_console_entry_point():
     out = subprocess.run([sys.executable, "-m", "harness", "list"], capture_output=True, text=True, check=True).stdout
     for name in ("rnn", "lstm", "gru", "cnn", "transformer", "lm", "tiny", "small", "base"):
         assert name in out
+    assert "budgets: smoke, study, full" in out, "lm's budgets"
+    assert any(line.split()[:1] == ["hf:<model>"] and "reference" in line for line in out.splitlines())
 
 
 def test_sigterm_mid_run_leaves_nothing_half_written(tmp_path, data_dir):

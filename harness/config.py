@@ -142,9 +142,14 @@ class RunConfig(pydantic.BaseModel):
         return f"{self.arch}[{','.join(changed)}]" if changed else self.arch
 
 
+def scores_references(task: str) -> bool:
+    """Whether ``task`` scores a reference model (``hf:<model>``)."""
+    return getattr(TASKS.get(task), "scores_references", False)
+
+
 def reference_tasks() -> list[str]:
-    """The tasks that score a reference model (``hf:<model>``)."""
-    return [name for name in TASKS.names() if getattr(TASKS.get(name), "scores_references", False)]
+    """The tasks that score a reference model."""
+    return [name for name in TASKS.names() if scores_references(name)]
 
 
 def check_reference(cfg: RunConfig) -> None:
@@ -153,7 +158,7 @@ def check_reference(cfg: RunConfig) -> None:
     if not is_reference(cfg.arch):
         raise ValueError(f"size {SIZE!r} is for reference models ({PREFIX}<model>), not {cfg.arch!r}")
     task_cls = TASKS.get(cfg.task)
-    if not getattr(task_cls, "scores_references", False):
+    if not scores_references(cfg.task):
         raise ValueError(f"{cfg.arch} is a reference model (a pretrained Hugging Face causal LM): it runs only "
                          f"the zero-shot tasks that score one ({', '.join(reference_tasks())}), not {cfg.task!r}")
     if cfg.size != SIZE or cfg.arch_options or cfg.upstream:

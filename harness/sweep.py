@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from harness.config import RunConfig, input_digests, reference_tasks, task_arch_defaults
+from harness.config import RunConfig, input_digests, reference_tasks, scores_references, task_arch_defaults
 from harness.core.references import SIZE as REFERENCE_SIZE, is_reference, reference_digest
 from harness.core.data import search_path
 from harness.core.train_config import BUDGETS, TrainConfig
@@ -49,9 +49,10 @@ def _apply(key: str, value, arch: str, task: str, train: dict, arch_opts: dict, 
 
 
 def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: str,
-             settings: dict[str, Any], used: set[str]) -> list[RunConfig]:
+             settings: dict[str, Any], used: set[str], weights: str | None = None) -> list[RunConfig]:
     """The validated config, preceded by the upstream run's when the task starts from one;
-    records in ``used`` which settings found a place."""
+    records in ``used`` which settings found a place. ``weights`` pins a reference model's
+    weights (``reference_digest``)."""
     task_cls = TASKS.get(task)
     before: list[RunConfig] = []
     upstream = None
@@ -81,7 +82,7 @@ def _configs(arch: str, task: str, size: str, seed: int, device: str, budget: st
                   task_options=task_opts, train=_validated(TrainConfig, where, **train), upstream=upstream)
     cfg = _validated(RunConfig, where, **fields)
     inputs = input_digests(task, cfg.task_options)  # the user's files by content: an edit is a new run
-    if is_reference(arch) and (weights := reference_digest(arch)):  # so are a reference's weights
+    if weights:  # so are a reference's weights
         inputs = {**(inputs or {}), "model": weights}
     if inputs:
         cfg = _validated(RunConfig, where, **fields, inputs=inputs)
@@ -109,12 +110,13 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
         TASKS.get(task)
     overrides = overrides or {}
     configs, used = [], set()
-    for arch in filter(is_reference, archs):
-        if not any(getattr(TASKS.get(t), "scores_references", False) for t in tasks):
+    weights = {arch: reference_digest(arch) for arch in filter(is_reference, archs)}
+    for arch in weights:
+        if not any(map(scores_references, tasks)):
             raise ValueError(f"{arch} is a reference model (a pretrained Hugging Face causal LM): it runs only the "
                              f"zero-shot tasks that score one ({', '.join(reference_tasks())}); none was asked for")
     for arch, task in itertools.product(archs, tasks):
-        if is_reference(arch) and not getattr(TASKS.get(task), "scores_references", False):
+        if is_reference(arch) and not scores_references(task):
             continue  # a reference runs only the tasks that score one
         grid = dict(overrides)
         for axis, values in TASKS.get(task).sweep_axes.items():
@@ -123,7 +125,8 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             for seed in seeds:
-                configs += _configs(arch, task, size, seed, device, budget, dict(zip(keys, values)), used)
+                configs += _configs(arch, task, size, seed, device, budget, dict(zip(keys, values)), used,
+                                    weights.get(arch))
     unused = [k for k in overrides if k not in used]
     if unused:
         fields = set(TrainConfig.model_fields)

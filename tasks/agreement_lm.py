@@ -143,27 +143,30 @@ class AgreementLM(ZeroShotTask):
 
     @torch.no_grad()
     def evaluate_upstream(self, upstream: Upstream, split: str):
-        model = upstream.model
         if upstream.extra.get("reference") is not None:
             order, right = self.reference_choices(upstream, split)
-            items = order
         elif upstream.extra.get("bpe") is not None:
             order, right = self.subword_choices(upstream, split)
-            items = order
         else:
-            index = {w: i for i, w in enumerate(upstream.vocab)}
-            items = [i for i in self.items[split] if i.correct in index and i.wrong in index]
-            unk = index[UNK]
-            order = sorted(items, key=lambda i: len(i.prefix))
-            right = prefers_correct(model, [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in order],
-                                    [index[i.correct] for i in order], [index[i.wrong] for i in order])
+            order, right = self.word_choices(upstream, split)
         metrics = [Metric(split, "accuracy", sum(right) / max(1, len(right))),
-                   Metric(split, "coverage", len(items) / len(self.items[split])),
-                   Metric(split, "items", len(items))]
+                   Metric(split, "coverage", len(order) / len(self.items[split])),
+                   Metric(split, "items", len(order))]
         for group in sorted({i.group for i in order}):
             hits = [r for i, r in zip(order, right) if i.group == group]
             metrics.append(Metric(split, f"accuracy_{group}", sum(hits) / len(hits)))
         return metrics
+
+    def word_choices(self, upstream: Upstream, split: str) -> tuple[list[Item], list[bool]]:
+        """The items of ``split`` whose two verb forms are both in a word lm's vocabulary (shortest
+        prefix first), and whether the lm gives the correct form the higher probability."""
+        index = {w: i for i, w in enumerate(upstream.vocab)}
+        unk = index[UNK]
+        order = sorted((i for i in self.items[split] if i.correct in index and i.wrong in index),
+                       key=lambda i: len(i.prefix))
+        right = prefers_correct(upstream.model, [[index[EOS]] + [index.get(w, unk) for w in i.prefix] for i in order],
+                                [index[i.correct] for i in order], [index[i.wrong] for i in order])
+        return order, right
 
     def subword_choices(self, upstream: Upstream, split: str) -> tuple[list[Item], list[bool]]:
         """Every item of ``split``, and whether a subword lm gives its correct verb form (all its

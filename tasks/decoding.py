@@ -56,7 +56,12 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
                 alpha: float = 1.0) -> list[Hypothesis]:
     """Beam search: ``width`` live hypotheses per source; a hypothesis that ends joins the
     finished ones, and a source is done once ``width`` have finished. The answer is the
-    finished hypothesis with the best score / length**alpha (length counts the end token)."""
+    finished hypothesis with the best score / length**alpha (length counts the end token).
+
+    Each step works on all sources at once: of a source's 2·width best candidates (by
+    ``topk``), an ending counts only among the first ``width``, and the first ``width`` that do
+    not end are the next beams. Only the endings (at most width per source and step) are read
+    back to Python."""
     B, K = src.shape[0], width
     device = src.device
     memory = model.encode(src, src_mask).repeat(K)
@@ -66,41 +71,39 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
     scores[:, 0] = 0.0  # all beams start identical: only one may expand
     history = torch.empty(B * K, 0, dtype=torch.long, device=device)
     finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(B)]
-    done = [False] * B
+    ended = torch.zeros(B, dtype=torch.long, device=device)  # finished hypotheses per source
+    done = ended >= K
     for t in range(max_len):
         logp, state = model.step(tokens, state, memory)
         V = logp.shape[-1]
         candidates = (scores[:, :, None] + logp.double().view(B, K, V)).view(B, K * V)
         top, index = candidates.topk(min(2 * K, K * V), dim=1)
-        top, index = top.tolist(), index.tolist()
-        new_scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
-        new_beam = torch.zeros(B, K, dtype=torch.long)
-        new_token = torch.full((B, K), eos, dtype=torch.long)
-        for b in range(B):
-            if done[b]:
-                continue
-            kept = 0
-            for rank, (score, flat) in enumerate(zip(top[b], index[b])):
-                if score == float("-inf"):
-                    break
-                beam, token = divmod(flat, V)
-                if token == eos:
-                    if rank < K:  # an ending counts only among the K best candidates
-                        words = history[b * K + beam].tolist()
-                        finished[b].append((score / (t + 1) ** alpha, Hypothesis(words, score)))
-                else:
-                    new_scores[b, kept], new_beam[b, kept], new_token[b, kept] = score, beam, token
-                    kept += 1
-                    if kept == K:
-                        break
-            done[b] = len(finished[b]) >= K
-        if all(done):
+        beam, token = index // V, index % V
+        live = (top != float("-inf")) & ~done[:, None]
+        ends = live & (token == eos)
+        ends[:, K:] = False  # an ending counts only among the K best candidates
+        goes_on = live & (token != eos)
+        slot = goes_on.long().cumsum(1) - 1
+        goes_on &= slot < K
+        for b, rank in ends.nonzero().tolist():
+            score = float(top[b, rank])
+            words = history[b * K + int(beam[b, rank])].tolist()
+            finished[b].append((score / (t + 1) ** alpha, Hypothesis(words, score)))
+        row, rank = goes_on.nonzero(as_tuple=True)
+        place = (row, slot[row, rank])
+        new_scores = torch.full((B, K), float("-inf"), dtype=torch.float64, device=device)
+        new_beam = torch.zeros(B, K, dtype=torch.long, device=device)
+        new_token = torch.full((B, K), eos, dtype=torch.long, device=device)
+        new_scores[place], new_beam[place], new_token[place] = top[row, rank], beam[row, rank], token[row, rank]
+        ended += ends.sum(1)
+        done = ended >= K
+        if bool(done.all()):
             break
-        rows = (torch.arange(B)[:, None] * K + new_beam).view(-1).to(device)
+        rows = (torch.arange(B, device=device)[:, None] * K + new_beam).view(-1)
         state = model.reorder(state, rows)
-        tokens = new_token.view(-1).to(device)
+        tokens = new_token.view(-1)
         history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
-        scores = new_scores.to(device)
+        scores = new_scores
     results = []
     for b in range(B):
         if not done[b]:  # out of length: the live hypotheses compete too

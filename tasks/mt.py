@@ -246,8 +246,9 @@ class MT(TrainedTask):
             yield self._batch(pairs, train.seq_len)
 
     def loss(self, model: Seq2Seq, batch: Batch) -> torch.Tensor:
-        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"])
-        return F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD)
+        scored = batch["tgt_out"] != PAD
+        logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"], scored)
+        return F.cross_entropy(logits.float(), batch["tgt_out"][scored])
 
     def batch_tokens(self, batch: Batch) -> int:
         """Target tokens predicted (the end token included)."""
@@ -306,8 +307,8 @@ class MT(TrainedTask):
         total, count = 0.0, 0
         for k in range(0, len(pairs), self.options.eval_batch_size):
             batch = {key: v.to(device) for key, v in self._batch(pairs[k:k + self.options.eval_batch_size]).items()}
-            logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"])
-            total += F.cross_entropy(logits.flatten(0, 1).float(), batch["tgt_out"].flatten(), ignore_index=PAD,
-                                     reduction="sum").item()
-            count += int((batch["tgt_out"] != PAD).sum())
+            scored = batch["tgt_out"] != PAD
+            logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"], scored)
+            total += F.cross_entropy(logits.float(), batch["tgt_out"][scored], reduction="sum").item()
+            count += int(scored.sum())
         return total / count

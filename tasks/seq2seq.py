@@ -103,20 +103,25 @@ class Seq2Seq(nn.Module):
             return Memory(states, src_mask, layers=self.decoder.memory(states, src_mask))
         return Memory(states, src_mask, keys=self.attention.keys(states))
 
-    def _output(self, h: torch.Tensor, memory: Memory) -> torch.Tensor:
+    def _output(self, h: torch.Tensor, memory: Memory, where: torch.Tensor | None = None) -> torch.Tensor:
         if not self.cross:
             context, _ = self.attention(h, memory.states, memory.keys, memory.mask)
             h = torch.tanh(self.combine(torch.cat([h, context], -1)))
-        return self.out(self.dropout(h))
+        h = self.dropout(h)
+        return self.out(h if where is None else h[where])
 
-    def decode_all(self, tokens: torch.Tensor, mask: torch.Tensor | None, memory: Memory) -> torch.Tensor:
-        """Teacher-forced logits (B, T, V) for target inputs ``tokens`` (B, T)."""
+    def decode_all(self, tokens: torch.Tensor, mask: torch.Tensor | None, memory: Memory,
+                   where: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (B, T, V) for target inputs ``tokens`` (B, T); only those at the
+        positions ``where`` (B, T) is true, as (N, V), when it is given."""
         x = self.dropout(self.tgt_embed(tokens))
         h = self.decoder(x, mask, memory.layers) if self.cross else self.decoder(x, mask)
-        return self._output(h, memory)
+        return self._output(h, memory, where)
 
-    def forward(self, src, src_mask, tgt_in, tgt_mask) -> torch.Tensor:
-        return self.decode_all(tgt_in, tgt_mask, self.encode(src, src_mask))
+    def forward(self, src, src_mask, tgt_in, tgt_mask, where: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits; ``where`` keeps only the positions that are scored (the output
+        layer, the largest cost, then skips the padding)."""
+        return self.decode_all(tgt_in, tgt_mask, self.encode(src, src_mask), where)
 
     def start(self, memory: Memory):
         """The decoder's state before the first target token."""

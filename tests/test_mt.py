@@ -77,6 +77,109 @@ def test_beam_of_width_one_is_greedy(task, arch):
     assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-6)
 
 
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_the_loss_scores_only_real_target_tokens_and_equals_the_padded_one(task, arch):
+    model = model_for(task, arch)
+    batch = task._batch(task.encoded["train"][:16], 64)
+    assert (batch["tgt_out"] == 0).float().mean() > 0.2, "the batch has padding to skip"
+    losses, grads = [], []
+    for padded in (True, False):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same dropout masks both ways
+        model.train()
+        if padded:
+            logits = model(batch["src"], batch["src_mask"], batch["tgt_in"], batch["tgt_mask"])
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["tgt_out"].flatten(), ignore_index=0)
+        else:
+            loss = task.loss(model, batch)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    assert torch.allclose(grads[1], grads[0], rtol=1e-4, atol=1e-7)
+
+
+def loop_beam_search(model, src, src_mask, bos, eos, max_len, width, alpha=1.0):
+    """The beam search as first written: one source and one candidate at a time in Python. The
+    vectorised ``beam_search`` must give exactly its answers. Also returns how many hypotheses
+    ended and how many sources ran out of length, so a test knows which branches it reached."""
+    B, K = src.shape[0], width
+    memory = model.encode(src, src_mask).repeat(K)
+    state = model.start(memory)
+    tokens = torch.full((B * K,), bos, dtype=torch.long)
+    scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
+    scores[:, 0] = 0.0
+    history = torch.empty(B * K, 0, dtype=torch.long)
+    finished = [[] for _ in range(B)]
+    done = [False] * B
+    endings = 0
+    for t in range(max_len):
+        logp, state = model.step(tokens, state, memory)
+        V = logp.shape[-1]
+        candidates = (scores[:, :, None] + logp.double().view(B, K, V)).view(B, K * V)
+        top, index = candidates.topk(min(2 * K, K * V), dim=1)
+        top, index = top.tolist(), index.tolist()
+        new_scores = torch.full((B, K), float("-inf"), dtype=torch.float64)
+        new_beam = torch.zeros(B, K, dtype=torch.long)
+        new_token = torch.full((B, K), eos, dtype=torch.long)
+        for b in range(B):
+            if done[b]:
+                continue
+            kept = 0
+            for rank, (score, flat) in enumerate(zip(top[b], index[b])):
+                if score == float("-inf"):
+                    break
+                beam, token = divmod(flat, V)
+                if token == eos:
+                    if rank < K:
+                        endings += 1
+                        finished[b].append((score / (t + 1) ** alpha, (history[b * K + beam].tolist(), score)))
+                else:
+                    new_scores[b, kept], new_beam[b, kept], new_token[b, kept] = score, beam, token
+                    kept += 1
+                    if kept == K:
+                        break
+            done[b] = len(finished[b]) >= K
+        if all(done):
+            break
+        rows = (torch.arange(B)[:, None] * K + new_beam).view(-1)
+        state = model.reorder(state, rows)
+        tokens = new_token.view(-1)
+        history = torch.cat([history.index_select(0, rows), tokens[:, None]], 1)
+        scores = new_scores
+    results = []
+    for b in range(B):
+        if not done[b]:
+            for k in range(K):
+                score = float(scores[b, k])
+                if score > float("-inf"):
+                    words = history[b * K + k].tolist()
+                    finished[b].append((score / max(1, len(words)) ** alpha, (words, score)))
+        results.append(max(finished[b], key=lambda f: f[0])[1])
+    return results, endings, done.count(False)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+def test_beam_search_equals_the_loop_over_candidates(task, arch):
+    model = model_for(task, arch)
+    src, mask = (task._batch(task.encoded["test"][:8])[k] for k in ("src", "src_mask"))
+    with torch.no_grad():  # how far the end token's first log-probability is below the best
+        memory = model.encode(src, mask)
+        logp, _ = model.step(torch.full((len(src),), BOS), model.start(memory), memory)
+        gap = float((logp.max(-1).values - logp[:, EOS]).median())
+    endings = out_of_length = 0
+    for i, q in enumerate((0.0, 0.4, 0.6, 0.8, 0.95, 1.0)):
+        width, alpha = (2, 3, 4, 5)[i % 4], (1.0, 0.0, 0.6)[i % 3]
+        with torch.no_grad():  # a more likely end token: sources end at different steps, or never
+            model.out.bias[EOS] += q * gap
+            fast = beam_search(model, src, mask, BOS, EOS, 14, width, alpha)
+            slow, ended, unfinished = loop_beam_search(model, src, mask, BOS, EOS, 14, width, alpha)
+            model.out.bias[EOS] -= q * gap
+        assert [(h.tokens, h.score) for h in fast] == slow, f"end-token shift {q}, width {width}, alpha {alpha}"
+        endings, out_of_length = endings + ended, out_of_length + unfinished
+    assert endings > 0 and out_of_length > 0, "both ways for a source to finish were reached"
+
+
 class Table:
     """A decoder whose next-token distribution depends only on the last token."""
 

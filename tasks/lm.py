@@ -226,15 +226,25 @@ class LanguageModel(nn.Module):
         return isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
 
     def target_logprobs(self, h: torch.Tensor, targets: torch.Tensor,
-                        argmax: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """For states ``h`` (N, d): log p(targets[i] | h[i]) (N,), and with ``argmax`` the most
-        probable token of each row (N,), else None (an adaptive softmax finds it without the full
-        distribution)."""
-        if self.adaptive:
-            return self.head(h, targets).output, self.head.predict(h) if argmax else None
-        logits = self.head(h).float()
-        lp = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
-        return lp, logits.argmax(-1) if argmax else None
+                        greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """For states ``h`` (N, d): log p(targets[i] | h[i]) (N,), and with ``greedy`` whether
+        each target is the most probable token of its row (N,), else None."""
+        if not self.adaptive:
+            logits = self.head(h).float()
+            lp = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+            return lp, logits.argmax(-1) == targets if greedy else None
+        lp = self.head(h, targets).output
+        if not greedy:
+            return lp, None
+        # The argmax needs the whole distribution only where the target is not already beaten by
+        # a word of the head's shortlist (the margin covers rounding between the two computations).
+        head = self.head
+        best_listed = F.log_softmax(head.head(h), dim=1)[:, :head.shortlist_size].max(1).values
+        open_rows = lp >= best_listed - 1e-4
+        is_best = torch.zeros_like(targets, dtype=torch.bool)
+        if bool(open_rows.any()):
+            is_best[open_rows] = head.predict(h[open_rows]) == targets[open_rows]
+        return lp, is_best
 
     def distribution(self, h: torch.Tensor) -> torch.Tensor:
         """The next token's log-probabilities (..., V) for states ``h`` (..., d)."""
@@ -277,10 +287,10 @@ class LanguageModel(nn.Module):
 def token_scores(model: LanguageModel, inputs, targets, mask) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) log-probabilities of the targets, and whether each is the most probable token."""
     h, wanted = model.states(inputs, mask)[mask], targets[mask]
-    lp, best = model.target_logprobs(h, wanted, argmax=True)
+    lp, is_best = model.target_logprobs(h, wanted, greedy=True)
     scores = torch.zeros(targets.shape, device=h.device)
     greedy = torch.ones(targets.shape, dtype=torch.bool, device=h.device)
-    scores[mask], greedy[mask] = lp.float(), best == wanted
+    scores[mask], greedy[mask] = lp.float(), is_best
     return scores, greedy
 
 

@@ -66,10 +66,10 @@ class AsHarnessLM(torch.nn.Module):
     def states(self, inputs, mask):
         return self.hf(input_ids=inputs, attention_mask=mask.long(), output_hidden_states=True).hidden_states[-1]
 
-    def target_logprobs(self, h, targets, argmax=False):
+    def target_logprobs(self, h, targets, greedy=False):
         logits = self.hf.lm_head(h).float()
         lp = torch.log_softmax(logits, -1).gather(1, targets[:, None]).squeeze(1)
-        return lp, logits.argmax(-1) if argmax else None
+        return lp, logits.argmax(-1) == targets if greedy else None
 
 
 PAIRS = [("The girl had", " the flightiness of a sparrow ."), ("", "The cat sat on the mat ."),

@@ -57,21 +57,23 @@ def test_output_layer_matches_the_former_code_and_a_direct_computation(softmax):
     model = language_model(softmax)
     assert isinstance(model.head, nn.AdaptiveLogSoftmaxWithLoss) == (softmax == "adaptive")
     torch.manual_seed(1)
-    h = torch.randn(40, model.backbone.d_model)
-    targets = torch.randint(VOCAB, (40,))
+    h = torch.randn(400, model.backbone.d_model) * torch.linspace(0.1, 30, 400)[:, None]
     with torch.no_grad():
         if softmax == "adaptive":
             direct = model.head.log_prob(h)
         else:
             direct = F.log_softmax(model.head(h), -1)
-        lp, best = model.target_logprobs(h, targets, argmax=True)
+        # half the targets are their row's most probable word: in the head's shortlist or beyond it
+        targets = torch.where(torch.arange(400) % 2 == 0, direct.argmax(-1), torch.randint(VOCAB, (400,)))
+        assert (targets[::2] < 20).any() and (targets[::2] >= 20).any()
+        lp, is_best = model.target_logprobs(h, targets, greedy=True)
         old_lp, old_best = former_scores(model, h, targets)
-        assert torch.equal(lp, old_lp) and torch.equal(best, old_best)
+        assert torch.equal(lp, old_lp) and torch.equal(is_best, old_best == targets)
         assert model.target_logprobs(h, targets)[1] is None
         torch.testing.assert_close(lp, direct.gather(1, targets[:, None]).squeeze(1), rtol=1e-5, atol=1e-5)
-        assert torch.equal(best, direct.argmax(-1))
+        assert torch.equal(is_best, direct.argmax(-1) == targets) and is_best.sum() >= 200
         assert torch.equal(model.distribution(h), direct)
-        assert torch.equal(model.predict(h.view(4, 10, -1)), direct.argmax(-1).view(4, 10))
+        assert torch.equal(model.predict(h.view(40, 10, -1)), direct.argmax(-1).view(40, 10))
         # forward's scores are logits or log-probabilities: their softmax is the distribution
         x = torch.randint(VOCAB, (2, 7))
         torch.testing.assert_close(model(x).log_softmax(-1), model.log_probs(x, torch.ones_like(x, dtype=torch.bool)))

@@ -349,9 +349,9 @@ def cells(cfg: BenchConfig) -> list[tuple[str, str]]:
     return lines
 
 
-def run_bench(cfg: BenchConfig, log=print) -> list[dict]:
+def run_bench(cfg: BenchConfig, log=print, keep=None) -> list[dict]:
     """Every cell, shortest length first per line; a phase that ran out of memory is not tried
-    again at longer lengths."""
+    again at longer lengths. ``keep(rows)`` receives the rows so far after each cell."""
     measure = _isolated if cfg.isolate else measure_cell
     rows = []
     for arch, backend in cells(cfg):
@@ -363,6 +363,8 @@ def run_bench(cfg: BenchConfig, log=print) -> list[dict]:
             skip |= {p for p in PHASES if row[f"{p}_status"].startswith(("oom", "crashed"))}
             rows.append(row)
             log(_summary(row), flush=True)
+            if keep:
+                keep(rows)
     return rows
 
 

@@ -200,11 +200,14 @@ def cmd_bench(args) -> int:
                           peak_tflops=args.peak_tflops, isolate=not args.in_process)
     except pydantic.ValidationError as err:
         raise ValueError(f"invalid bench settings:\n{err}") from None
-    signal.signal(signal.SIGTERM, _interrupt)
-    rows = pd.DataFrame(run_bench(cfg, log=lambda *a, **k: print(*a, file=sys.stderr, **k)))
     out = Path(args.out) if args.out else Path(args.results) / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out / "bench.csv", index=False)
+
+    def keep(rows: list[dict]) -> None:  # cell by cell: an interrupted bench keeps what it measured
+        pd.DataFrame(rows).to_csv(out / "bench.csv", index=False)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    rows = pd.DataFrame(run_bench(cfg, log=lambda *a, **k: print(*a, file=sys.stderr, **k), keep=keep))
     (out / "bench.md").write_text(bench_table(rows, "md") + "\n")
     paths = [out / "bench.csv", out / "bench.md", *plot_bench(rows, out)]
     print(bench_table(rows, args.format))

@@ -179,6 +179,26 @@ def test_cli_writes_csv_table_and_plot_with_each_cell_in_its_own_process(tmp_pat
     assert "\\toprule" in latex and "lstm" in latex and "git" in latex
 
 
+def test_an_interrupted_bench_keeps_the_cells_it_measured(tmp_path, monkeypatch):
+    measured = []
+
+    def cell(cfg, arch, backend, length, skip=frozenset()):
+        if measured:
+            raise KeyboardInterrupt("signal 15")  # as `timeout` stops the second cell
+        measured.append(length)
+        return measure_cell(cfg, arch, backend, length, skip)
+
+    measure_cell = bench.measure_cell
+    monkeypatch.setattr(bench, "measure_cell", cell)
+    out = tmp_path / "bench"
+    code = harness("bench", "--arch", "lstm", "--lengths", "8,16", "--size", "tiny", "--batch", "2", "--warmup", "0",
+                   "--repeats", "1", "--min-seconds", "0", "--decode-tokens", "2", "--device", "cpu", "--in-process",
+                   "--out", out)
+    assert code == 130
+    stored = pd.read_csv(out / "bench.csv")
+    assert list(stored.length) == [8] and stored.status.iloc[0] == "ok"
+
+
 @pytest.mark.parametrize("args,message", [
     (["--arch", "lstn"], "lstm"),
     (["--arch", "transformer", "--attention", "flashy"], "unknown attention backend"),

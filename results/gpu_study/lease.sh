@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The GPU study's benchmarks, sized for one short lease of a GPU machine: three `harness bench`
-# commands, at most 9 minutes together (each stops at its own time limit), then seven files in
-# $OUT: machine.txt, and per command its log and bench.csv. Run from the repository root:
+# The GPU study's benchmarks, sized for one short lease of a GPU machine: four `harness bench`
+# commands, at most 9 minutes together. Each stops at its own time limit and keeps the cells it
+# finished. Six files come back in $OUT: machine.txt, lease.log and one bench.csv per command
+# (base.csv, attention.csv, eager.csv, compile.csv). Each command runs its cells in one process:
+# faster, and GPU peak memory is still reset for each phase, but a cell that crashes the process
+# ends that command. Run from the repository root:
 #     bash results/gpu_study/lease.sh
 # The machine needs pydantic (the harness's configs); where it has none, carry it as wheels in
 # .whl/ (Python 3.12, x86-64), made here with
@@ -9,7 +12,8 @@
 #         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #         pydantic==2.14.4 pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
 # and they are installed first. Read the results here with `harness bench --from FILE.csv`.
-# LEASE_DEVICE=cpu runs the same commands on this machine's CPU (a check that they run, not a study).
+# LEASE_DEVICE=cpu (with LEASE_SIZES, LEASE_LENGTHS, LEASE_LONG and LEASE_ONE small) runs the same
+# commands on this machine's CPU: a check that they run, not a study.
 set -uo pipefail
 out=${OUT:-runs/gpu_lease}
 device=${LEASE_DEVICE:-cuda}
@@ -28,8 +32,9 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 bench() {  # name, time limit in seconds, then the arguments of harness bench
     local name=$1 limit=$2
     shift 2
-    timeout "$limit" python3 -m harness bench --device "$device" --in-process --results "$scratch" \
-        --out "$scratch/$name" "$@" > "$out/$name.log" 2>&1
+    echo "== $name: harness bench $*" >> "$out/lease.log"
+    timeout -k 10 "$limit" python3 -m harness bench --device "$device" --in-process --results "$scratch" \
+        --out "$scratch/$name" "$@" >> "$out/lease.log" 2>&1
     echo "$name: exit $? (124: stopped at ${limit} s; 1: a cell failed, see its row)" >> "$out/machine.txt"
     cp "$scratch/$name/bench.csv" "$out/$name.csv" 2>/dev/null
 }
@@ -38,10 +43,12 @@ sizes=${LEASE_SIZES:-base large}
 read -r base large <<< "$sizes"
 lengths=${LEASE_LENGTHS:-512,2048,8192}
 long=${LEASE_LONG:-1024,4096,16384}
-# every family at base: throughput, memory, MFU and decoding against length
-bench base 240 --arch transformer,lstm,gru,mamba2,deltanet,hyena,retnet --size "$base" --lengths "$lengths"
+one=${LEASE_ONE:-2048}
+# seven families at base: throughput, memory, MFU and decoding against length
+bench base 200 --arch transformer,lstm,gru,mamba2,deltanet,hyena,retnet --size "$base" --lengths "$lengths" --attention auto
 # the Transformer's attention on each SDPA backend: memory linear in length on the fused ones?
-bench attention 150 --arch transformer --size "$large" --lengths "$long" --attention flash,efficient,math
-# torch.compile against eager at one length
-bench compile 150 --arch transformer,lstm --size "$large" --lengths "${lengths%%,*}" --compile
+bench attention 120 --arch transformer --size "$large" --lengths "$long" --attention flash,efficient,math
+# torch.compile against eager, the same cells
+bench eager 60 --arch transformer,lstm --size "$large" --lengths "$one" --attention auto
+bench compile 150 --arch transformer,lstm --size "$large" --lengths "$one" --attention auto --compile
 rm -rf "$scratch"

@@ -225,6 +225,16 @@ class LanguageModel(nn.Module):
     def adaptive(self) -> bool:
         return isinstance(self.head, nn.AdaptiveLogSoftmaxWithLoss)
 
+    def _adaptive(self, method, h: torch.Tensor, *args):
+        """``method`` of the adaptive softmax on ``h``, in the softmax's own dtype and outside
+        autocast: torch's implementation mixes its input's dtype with its layers' outputs, which
+        fails under bf16 autocast (index_copy_ between dtypes)."""
+        h = h.to(self.head.head.weight.dtype)
+        if h.device.type == "meta":  # FLOP counting: no autocast there
+            return method(h, *args)
+        with torch.autocast(h.device.type, enabled=False):
+            return method(h, *args)
+
     def target_logprobs(self, h: torch.Tensor, targets: torch.Tensor,
                         greedy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """For states ``h`` (N, d): log p(targets[i] | h[i]) (N,), and with ``greedy`` whether
@@ -233,29 +243,32 @@ class LanguageModel(nn.Module):
             logits = self.head(h).float()
             lp = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
             return lp, logits.argmax(-1) == targets if greedy else None
-        lp = self.head(h, targets).output
+        head = self.head
+        lp = self._adaptive(head, h, targets).output
         if not greedy:
             return lp, None
         # The argmax needs the whole distribution only where the target is not already beaten by
-        # a word of the head's shortlist (the margin covers rounding between the two computations).
-        head = self.head
-        best_listed = F.log_softmax(head.head(h), dim=1)[:, :head.shortlist_size].max(1).values
-        open_rows = lp >= best_listed - 1e-4
+        # a word of the head's shortlist (the margin covers float32 rounding between the two
+        # computations; with weights in lower precision every row is checked).
+        open_rows = torch.ones_like(targets, dtype=torch.bool)
+        if lp.dtype == torch.float32:
+            best_listed = F.log_softmax(self._adaptive(head.head, h), dim=1)[:, :head.shortlist_size].max(1).values
+            open_rows = lp >= best_listed - 1e-4
         is_best = torch.zeros_like(targets, dtype=torch.bool)
         if bool(open_rows.any()):
-            is_best[open_rows] = head.predict(h[open_rows]) == targets[open_rows]
+            is_best[open_rows] = self._adaptive(head.predict, h[open_rows]) == targets[open_rows]
         return lp, is_best
 
     def distribution(self, h: torch.Tensor) -> torch.Tensor:
         """The next token's log-probabilities (..., V) for states ``h`` (..., d)."""
         if self.adaptive:
-            return self.head.log_prob(h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1)
+            return self._adaptive(self.head.log_prob, h.reshape(-1, h.shape[-1])).view(*h.shape[:-1], -1)
         return F.log_softmax(self.head(h).float(), dim=-1)
 
     def predict(self, h: torch.Tensor) -> torch.Tensor:
         """The most probable next token (...) for states ``h`` (..., d)."""
         if self.adaptive:
-            return self.head.predict(h.reshape(-1, h.shape[-1])).view(h.shape[:-1])
+            return self._adaptive(self.head.predict, h.reshape(-1, h.shape[-1])).view(h.shape[:-1])
         return self.head(h).argmax(-1)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -13,7 +13,8 @@ from harness.core.buckets import by_length
 from harness.core.metrics import Metric
 from harness.core.train_config import TrainConfig
 from harness.train import Diverged, describe_failure, failure_status
-from tasks.lm import LanguageModel, LMOptions
+from harness.core.registry import ARCHITECTURES
+from tasks.lm import LanguageModel, LMOptions, token_scores
 
 VOCAB = 300
 
@@ -77,6 +78,36 @@ def test_output_layer_matches_the_former_code_and_a_direct_computation(softmax):
         # forward's scores are logits or log-probabilities: their softmax is the distribution
         x = torch.randint(VOCAB, (2, 7))
         torch.testing.assert_close(model(x).log_softmax(-1), model.log_probs(x, torch.ones_like(x, dtype=torch.bool)))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.names())
+def test_the_adaptive_softmax_trains_and_scores_under_bf16_autocast(arch):
+    """As on a GPU with precision bf16 (emulated with the CPU's autocast): the backbone runs in
+    bf16, the adaptive softmax in float32, with the float32 model's log-probabilities."""
+    torch.manual_seed(0)
+    model = LanguageModel(build_backbone(arch, "tiny"), VOCAB, LMOptions(cutoffs=(20, 100))).eval()
+    inputs = torch.randint(VOCAB, (2, 12))
+    targets, mask = inputs.roll(-1, 1), torch.ones(2, 12, dtype=torch.bool)
+    plain = model.token_logprobs(inputs, targets, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.token_logprobs(inputs, targets, mask)
+        mixed.sum().backward()
+        scores, greedy = token_scores(model, inputs, targets, mask)
+    assert mixed.dtype == scores.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain, rtol=0.05, atol=0.3)
+    assert model.embed.weight.grad is not None
+
+
+def test_in_lower_precision_every_row_is_checked_for_greedy():
+    model = language_model("adaptive").to(torch.bfloat16)
+    torch.manual_seed(1)
+    h = (torch.randn(400, model.backbone.d_model) * torch.linspace(0.1, 30, 400)[:, None]).to(torch.bfloat16)
+    with torch.no_grad():
+        best = model.head.predict(h)
+        targets = torch.where(torch.arange(400) % 2 == 0, best, torch.randint(VOCAB, (400,)))
+        lp, is_best = model.target_logprobs(h, targets, greedy=True)
+    assert lp.dtype == torch.bfloat16
+    assert torch.equal(is_best, best == targets) and (best[::2] >= 20).any()
 
 
 @pytest.mark.parametrize("softmax", ["adaptive", "full"])

@@ -110,11 +110,11 @@ def expand(archs: list[str], tasks: list[str], size: str = "tiny", seeds: list[i
         TASKS.get(task)
     overrides = overrides or {}
     configs, used = [], set()
-    weights = {arch: reference_digest(arch) for arch in filter(is_reference, archs)}
-    for arch in weights:
-        if not any(map(scores_references, tasks)):
-            raise ValueError(f"{arch} is a reference model (a pretrained Hugging Face causal LM): it runs only the "
-                             f"zero-shot tasks that score one ({', '.join(reference_tasks())}); none was asked for")
+    references = list(filter(is_reference, archs))
+    if references and not any(map(scores_references, tasks)):
+        raise ValueError(f"{references[0]} is a reference model (a pretrained Hugging Face causal LM): it runs only "
+                         f"the zero-shot tasks that score one ({', '.join(reference_tasks())}); none was asked for")
+    weights = {arch: reference_digest(arch) for arch in references}
     for arch, task in itertools.product(archs, tasks):
         if is_reference(arch) and not scores_references(task):
             continue  # a reference runs only the tasks that score one

@@ -21,8 +21,8 @@ from pathlib import Path
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
-from harness.screen import Progress, quiet
-from harness.store import FINISHED, RunStore
+from harness.screen import Progress, duration, quiet
+from harness.store import FAILED_STATUSES, FINISHED, RUNNING, RunStore
 from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
 #: times a run may take its worker down with it before it is recorded as failed
@@ -81,11 +81,16 @@ def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with quiet(verbose=launch.verbose, progress=False):  # as the process that started it
+            # the datasets were checked before the workers started, and the progress line is
+            # the starting process's, from the store
             run_sweep(configs, RunStore(root), data_dir=launch.data_dir, tracker_factory=_tracker(launch),
-                      retry_failed=launch.retry_failed, progress=False,
-                      log=lambda msg, **kw: print(f"[worker {slot}] {msg}", **kw))
+                      retry_failed=launch.retry_failed, progress=False, log=_silent, check=False)
     except KeyboardInterrupt:
         pass  # run_sweep has given the run in progress back
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 def _raise_interrupt(signum, frame):
@@ -99,19 +104,24 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
     context = multiprocessing.get_context("spawn")
     before = {cfg.run_id: store.status(cfg.run_id) for cfg in configs}
     deaths: dict[str, int] = {}
+    slots: dict[int, int] = {}  # worker pid → slot
+    progress = _WorkerProgress(configs, store, before, launch.retry_failed, workers, slots, log)
 
     def start(slot):
         process = context.Process(target=_worker, args=(slot, gpus, configs, str(store.root), launch),
                                   name=f"harness-worker-{slot}")
         process.start()
+        slots[process.pid] = slot
         return process
 
     log(f"local launcher: {workers} worker processes" + (f" over {gpus} GPUs" if gpus else " on the CPU"),
         flush=True)
+    progress.skipped()
     processes = {slot: start(slot) for slot in range(workers)}
     try:
         while processes:
             time.sleep(0.2)
+            progress.poll()
             for slot, process in list(processes.items()):
                 if process.is_alive():
                     continue
@@ -132,6 +142,7 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
         for process in processes.values():
             process.join()
         raise
+    progress.poll(every=0)
     summary = SweepSummary()
     for cfg in configs:
         status = store.status(cfg.run_id)
@@ -140,6 +151,41 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
         elif status:
             summary.add(status)
     return summary
+
+
+class _WorkerProgress:
+    """The local workers' progress, as one process prints it: a line per run as it ends (read
+    from the store), counted over the whole plan, as a sweep in one process prints it."""
+
+    def __init__(self, configs, store: RunStore, before: dict, retry_failed: bool, workers: int,
+                 slots: dict, log):
+        self.configs, self.store, self.slots, self.log = configs, store, slots, log
+        self.line = Progress(configs, store, workers=workers)
+        self.todo = {cfg.run_id: cfg for cfg in configs
+                     if before[cfg.run_id] != FINISHED
+                     and (retry_failed or before[cfg.run_id] not in FAILED_STATUSES)}
+        self.last = 0.0
+
+    def skipped(self) -> None:
+        """A line for each run recorded before the sweep began, which no worker will run."""
+        for cfg in self.configs:
+            if cfg.run_id not in self.todo:
+                self.log(self.line.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped",
+                                        False), flush=True)
+
+    def poll(self, every: float = 1.0) -> None:
+        """A line for each run of the plan that has ended since the last look (at most one look
+        every ``every`` seconds)."""
+        if time.monotonic() - self.last < every:
+            return
+        self.last = time.monotonic()
+        runs = self.store.runs()
+        ended = runs[runs.run_id.isin(list(self.todo)) & (runs.status != RUNNING)]
+        for row in ended.sort_values("finished_at").itertuples():
+            cfg = self.todo.pop(row.run_id)
+            took = duration(row.finished_at - row.started_at) if row.started_at and row.finished_at else "?"
+            worker = f" (worker {self.slots[row.pid]})" if row.pid in self.slots else ""
+            self.log(self.line.line(run_name(cfg), cfg.run_id, f"{row.status} in {took}{worker}"), flush=True)
 
 
 # ---------------------------------------------------------------- Ray

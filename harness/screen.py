@@ -95,10 +95,11 @@ class Progress:
     outcome, the time since the start, and about how long the rest will take. Runs still to do
     are timed as the plan times them (this store's finished runs of the same task, size and
     budget, which include those this sweep has just run); runs with no such run are timed at
-    this sweep's own pace so far."""
+    this sweep's own pace so far. ``workers`` run side by side: the stored times are shared
+    among them."""
 
-    def __init__(self, configs, store: RunStore, clock=time.perf_counter):
-        self.configs, self.store, self.clock = list(configs), store, clock
+    def __init__(self, configs, store: RunStore, clock=time.perf_counter, workers: int = 1):
+        self.configs, self.store, self.clock, self.workers = list(configs), store, clock, workers
         self.done: set[str] = set()
         self.executed = 0
         self.started = clock()
@@ -115,6 +116,7 @@ class Progress:
         if not rest:
             return text
         seconds, _, unknown = estimate(rest, self.store)
+        seconds /= self.workers
         if unknown and not self.executed:
             return text
         if unknown:

@@ -172,10 +172,13 @@ def check_datasets(configs: list[RunConfig], data_dir=None) -> None:
 
 
 def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_factory=None,
-              retry_failed: bool = False, progress: bool = True, log=print, poll_s: float = 1.0) -> SweepSummary:
+              retry_failed: bool = False, progress: bool = True, log=print, poll_s: float = 1.0,
+              check: bool = True) -> SweepSummary:
     """Run every config not already recorded, those others depend on first. A run whose upstream
-    run another process (a worker beside this one) is still running waits for it."""
-    check_datasets(configs, data_dir)
+    run another process (a worker beside this one) is still running waits for it. ``check``:
+    load every dataset first (a worker leaves that to the process that started it)."""
+    if check:
+        check_datasets(configs, data_dir)
     summary = SweepSummary()
     progress_line = Progress(configs, store)
     pending = list(configs)

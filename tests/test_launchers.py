@@ -7,6 +7,7 @@ file and wait there until it is killed. The test signals exactly that pid, after
 descends from the sweep process the test started."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -222,4 +223,10 @@ def test_local_workers_keep_the_libraries_as_quiet_as_the_command_does(tmp_path,
     assert harness(*args, *(["--verbose"] if verbose else [])) == 0
     out, err = capfd.readouterr()
     assert ("Custom kwargs can be passed" in out + err) == verbose
-    assert "[worker" in out
+    # one progress line per run, counted over the whole plan, printed by the process that started
+    # the workers (not a line per worker, nor one for the run the other worker holds)
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == ["[1/2", "[2/2"], out
+    assert {line.split(" ")[2] for line in lines} == {"lm", "wsc273"}
+    assert all(re.search(r": finished in \d+ s \(worker [01]\) · ", line) for line in lines), lines
+    assert "skipped" not in out

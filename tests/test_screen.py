@@ -220,6 +220,19 @@ def test_the_progress_line_counts_runs_and_times_the_rest_by_the_store_then_the_
         "[4/4] cnn agreement: finished · 80 s elapsed"
 
 
+def test_workers_share_the_stored_times_of_the_runs_left(tmp_path):
+    from harness.screen import Progress
+    from harness.sweep import expand
+
+    store = RunStore(tmp_path)
+    gru_lm, cnn_lm, rnn_lm = expand(["gru", "cnn", "rnn"], ["lm"])
+    progress = Progress([gru_lm, cnn_lm, rnn_lm], store, clock=lambda: 0.0, workers=2)
+    store.claim(gru_lm)
+    _record(store, gru_lm, wall=30.0)
+    # two lm runs left at gru lm's 30 s each, two workers: about 30 s, not 60
+    assert progress.line("gru lm", gru_lm.run_id, "finished") == "[1/3] gru lm: finished · 0 s elapsed, about 30 s left"
+
+
 def test_a_sweep_that_has_run_nothing_yet_gives_no_pace_to_time_by(tmp_path):
     from harness.screen import Progress
     from harness.sweep import expand

@@ -13,16 +13,19 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import socket
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import pandas as pd
+
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
 from harness.screen import Progress, duration, quiet
-from harness.store import FAILED_STATUSES, FINISHED, RUNNING, RunStore
+from harness.store import FAILED_STATUSES, FINISHED, RunStore
 from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
 #: times a run may take its worker down with it before it is recorded as failed
@@ -141,8 +144,9 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
             process.terminate()  # SIGTERM: each worker gives its run back
         for process in processes.values():
             process.join()
+        progress.poll(every=0)
         raise
-    progress.poll(every=0)
+    progress.finish()
     summary = SweepSummary()
     for cfg in configs:
         status = store.status(cfg.run_id)
@@ -164,14 +168,19 @@ class _WorkerProgress:
         self.todo = {cfg.run_id: cfg for cfg in configs
                      if before[cfg.run_id] != FINISHED
                      and (retry_failed or before[cfg.run_id] not in FAILED_STATUSES)}
+        self.since = time.time()  # a record older than this (a failed run to retry) is not this sweep's
+        self.host = socket.gethostname()
         self.last = 0.0
 
     def skipped(self) -> None:
         """A line for each run recorded before the sweep began, which no worker will run."""
         for cfg in self.configs:
             if cfg.run_id not in self.todo:
-                self.log(self.line.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped",
-                                        False), flush=True)
+                self.skip(cfg)
+
+    def skip(self, cfg) -> None:
+        self.log(self.line.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped", False),
+                 flush=True)
 
     def poll(self, every: float = 1.0) -> None:
         """A line for each run of the plan that has ended since the last look (at most one look
@@ -180,12 +189,19 @@ class _WorkerProgress:
             return
         self.last = time.monotonic()
         runs = self.store.runs()
-        ended = runs[runs.run_id.isin(list(self.todo)) & (runs.status != RUNNING)]
+        ended = runs[runs.run_id.isin(list(self.todo)) & (runs.finished_at >= self.since)]
         for row in ended.sort_values("finished_at").itertuples():
             cfg = self.todo.pop(row.run_id)
-            took = duration(row.finished_at - row.started_at) if row.started_at and row.finished_at else "?"
-            worker = f" (worker {self.slots[row.pid]})" if row.pid in self.slots else ""
+            took = duration(row.finished_at - row.started_at) if pd.notna(row.started_at) else "?"
+            mine = row.host == self.host and row.pid in self.slots
+            worker = f" (worker {self.slots[row.pid]})" if mine else ""
             self.log(self.line.line(run_name(cfg), cfg.run_id, f"{row.status} in {took}{worker}"), flush=True)
+
+    def finish(self) -> None:
+        """The last look, and a line for each run no worker ran (another process holds it)."""
+        self.poll(every=0)
+        for cfg in list(self.todo.values()):
+            self.skip(cfg)
 
 
 # ---------------------------------------------------------------- Ray

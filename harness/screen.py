@@ -116,7 +116,7 @@ class Progress:
         if not rest:
             return text
         seconds, _, unknown = estimate(rest, self.store)
-        seconds /= self.workers
+        seconds /= min(self.workers, len(rest))
         if unknown and not self.executed:
             return text
         if unknown:

@@ -191,6 +191,10 @@ def test_killed_local_worker_is_replaced_and_its_run_redone(tmp_path, data_dir):
     assert proc.returncode == 0, err
     assert f"died (exit code {-signal.SIGKILL})" in out
     assert counts(store) == {"finished": 3}
+    lines = [line for line in out.splitlines() if line.startswith("[")]  # the redone run ends once
+    assert [line.split("]")[0] for line in lines] == ["[1/3", "[2/3", "[3/3"], out
+    assert sorted(line.split("seed=")[1][0] for line in lines) == ["0", "1", "2"], out
+    assert all(": finished in " in line for line in lines), out
     assert sorted(store.runs().seed) == [0, 1, 2]
     assert victim not in set(store.runs().pid), "the killed worker's run was redone by another worker"
     with store._connect() as conn:
@@ -230,3 +234,37 @@ def test_local_workers_keep_the_libraries_as_quiet_as_the_command_does(tmp_path,
     assert {line.split(" ")[2] for line in lines} == {"lm", "wsc273"}
     assert all(re.search(r": finished in \d+ s \(worker [01]\) · ", line) for line in lines), lines
     assert "skipped" not in out
+
+
+def test_workers_give_a_retried_run_one_line_for_its_new_outcome(tmp_path, data_dir, capfd):
+    args = ["run", "--arch", "gru", "--tasks", "lm", "--seeds", "0,1", "--device", "cpu", "--data-dir", data_dir,
+            "--no-progress", "--results", tmp_path, *TINY_SETS, "--set", "steps=20"]
+    assert harness(*args) == 0
+    store = RunStore(tmp_path)
+    with store._connect() as conn:  # seed 0 failed an hour ago
+        conn.execute("UPDATE runs SET status='failed', finished_at=finished_at-3600 WHERE seed=0")
+    capfd.readouterr()
+    assert harness(*args, "--workers", "2", "--retry-failed") == 0
+    out = capfd.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("[")]
+    assert len(lines) == 2, out
+    assert lines[0].startswith("[1/2] gru lm size=tiny seed=1") and ": finished, skipped · " in lines[0]
+    assert lines[1].startswith("[2/2] gru lm size=tiny seed=0"), out  # the rerun, not the old failure
+    assert re.search(r": finished in \d+ s \(worker [01]\) · ", lines[1]), out
+
+
+def test_workers_leave_the_dataset_check_to_the_process_that_started_them(tmp_path, monkeypatch):
+    import torch
+
+    from harness import launchers
+
+    calls = []
+    monkeypatch.setattr(launchers, "run_sweep", lambda *a, **kw: calls.append(kw))
+    threads, handler = torch.get_num_threads(), signal.getsignal(signal.SIGTERM)
+    try:
+        launchers._worker(0, 0, [], str(tmp_path), launchers.Launch(workers=2))
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGTERM, handler)
+    assert len(calls) == 1 and calls[0]["check"] is False
+    assert calls[0]["log"] is launchers._silent, "the progress line is the starting process's"

@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -74,6 +75,32 @@ def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=pri
     return _run_workers(configs, store, launch, workers, log)
 
 
+#: the thread pools a CPU worker's share of the cores limits: OpenMP (torch), and the BLAS
+#: libraries numpy, SciPy and scikit-learn load. Read when a process starts, so set before it does:
+#: two workers whose BLAS each used both cores made the probes' fits 20 times slower
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_env(workers: int) -> dict[str, str]:
+    """The environment of one of ``workers`` CPU workers: its share of the cores' threads."""
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    return {name: threads for name in THREAD_VARIABLES}
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
     """One local worker process: runs whatever it can claim, pinned to GPU ``slot``."""
     if gpus:
@@ -113,7 +140,8 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
     def start(slot):
         process = context.Process(target=_worker, args=(slot, gpus, configs, str(store.root), launch),
                                   name=f"harness-worker-{slot}")
-        process.start()
+        with _environment({} if gpus else thread_env(workers)):
+            process.start()
         slots[process.pid] = slot
         return process
 

@@ -234,6 +234,10 @@ def test_local_workers_keep_the_libraries_as_quiet_as_the_command_does(tmp_path,
     assert {line.split(" ")[2] for line in lines} == {"lm", "wsc273"}
     assert all(re.search(r": finished in \d+ s \(worker [01]\) · ", line) for line in lines), lines
     assert "skipped" not in out
+    share = max(1, (os.cpu_count() or 1) // 2)  # each worker's torch and BLAS threads: half the cores
+    for info in RunStore(tmp_path).runs()["info"]:
+        env = json.loads(info)["env"]
+        assert (env["threads"], env["blas_threads"]) == (share, share), env
 
 
 def test_workers_give_a_retried_run_one_line_for_its_new_outcome(tmp_path, data_dir, capfd):

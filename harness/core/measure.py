@@ -177,7 +177,17 @@ def environment(device: torch.device) -> dict:
         "device_name": device_name(device),
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "blas_threads": blas_threads(),
     }
+
+
+def blas_threads() -> int | None:
+    """The most threads any BLAS library loaded in this process (numpy's, SciPy's) may use."""
+    from threadpoolctl import threadpool_info
+
+    counts = [pool["num_threads"] for pool in threadpool_info() if pool.get("user_api") == "blas"]
+    return max(counts) if counts else None
 
 
 def resolve_device(name: str) -> str:

@@ -12,8 +12,7 @@ import torch
 from architectures.sizing import build_backbone
 from harness.config import RunConfig
 from harness.core.references import is_reference, reference_model
-from harness.core.measure import (environment, inference_tokens_per_s, peak_memory, reset_peak_memory,
-                                  settle_cpu_memory)
+from harness.core.measure import environment, inference_tokens_per_s, peak_memory, reset_peak_memory
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric
 from harness.store import FINISHED, RunStore
@@ -186,8 +185,6 @@ def execute(cfg: RunConfig, store: RunStore, data_dir=None, tracker_factory=None
         task = task_for_run(cfg, store, data_dir)
         info["task_version"] = task.version
         tracker = tracker_factory(cfg, run_dir) if tracker_factory else Tracker()
-        if device.type == "cpu":
-            settle_cpu_memory()
         reset_peak_memory(device)
         run = _Run(store, data_dir, run_dir, device, tracker, progress, info)
         metrics = _declared(cfg.task, type(task), BY_KIND[task.kind](cfg, task, run))

@@ -80,37 +80,6 @@ def reset_peak_memory(device: torch.device) -> None:
         pass
 
 
-#: glibc's mallopt parameters, and the size below which it keeps what a run frees for reuse
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_KEEP_BYTES = 2**30
-
-
-@functools.cache
-def _glibc():
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:
-        return None
-
-
-def settle_cpu_memory() -> bool:
-    """Before a run on the CPU, with glibc: hand back to the system what earlier runs in this
-    process freed (so a run's peak resident set is its own), and keep what this run frees for
-    reuse. By default glibc returns every large buffer to the kernel when it is freed and faults
-    it in again on the next step; on a Mamba run that was half the CPU time, spent in the kernel.
-    Results are unchanged (only where memory comes from changes). False where it does nothing."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    libc.malloc_trim(0)
-    kept = libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-    return bool(kept and libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
-
-
 def current_memory(device: torch.device) -> float:
     """Megabytes in use now: GPU memory allocated by tensors, or the process's resident set."""
     if device.type == "cuda":

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import signal
@@ -25,8 +24,8 @@ import pandas as pd
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
-from harness.screen import Progress, duration, quiet
-from harness.store import FAILED_STATUSES, FINISHED, RunStore
+from harness.screen import Progress, duration, environment_set, quiet
+from harness.store import FINISHED, RunStore, left_to_run
 from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
 
 #: times a run may take its worker down with it before it is recorded as failed
@@ -87,20 +86,6 @@ def thread_env(workers: int) -> dict[str, str]:
     return {name: threads for name in THREAD_VARIABLES}
 
 
-@contextlib.contextmanager
-def _environment(variables: dict[str, str]):
-    saved = {k: os.environ.get(k) for k in variables}
-    os.environ.update(variables)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
     """One local worker process: runs whatever it can claim, pinned to GPU ``slot``."""
     if gpus:
@@ -140,7 +125,7 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
     def start(slot):
         process = context.Process(target=_worker, args=(slot, gpus, configs, str(store.root), launch),
                                   name=f"harness-worker-{slot}")
-        with _environment({} if gpus else thread_env(workers)):
+        with environment_set({} if gpus else thread_env(workers)):
             process.start()
         slots[process.pid] = slot
         return process
@@ -193,9 +178,7 @@ class _WorkerProgress:
                  slots: dict, log):
         self.configs, self.store, self.slots, self.log = configs, store, slots, log
         self.line = Progress(configs, store, workers=workers)
-        self.todo = {cfg.run_id: cfg for cfg in configs
-                     if before[cfg.run_id] != FINISHED
-                     and (retry_failed or before[cfg.run_id] not in FAILED_STATUSES)}
+        self.todo = {cfg.run_id: cfg for cfg in configs if left_to_run(before[cfg.run_id], retry_failed)}
         self.since = time.time()  # a record older than this (a failed run to retry) is not this sweep's
         self.host = socket.gethostname()
         self.last = 0.0

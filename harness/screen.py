@@ -15,7 +15,7 @@ import warnings
 from functools import partialmethod
 from pathlib import Path
 
-from harness.store import FAILED_STATUSES, FINISHED, RunStore
+from harness.store import FAILED_STATUSES, FINISHED, RunStore, left_to_run
 
 #: screen width the plan, the summary and the file list keep to
 WIDTH = 120
@@ -135,8 +135,7 @@ def plan_lines(configs, store: RunStore, retry_failed: bool = False, workers: in
     done = sum(s == FINISHED for s in statuses.values())
     failed = sum(s in FAILED_STATUSES for s in statuses.values())
     skipped = 0 if retry_failed else failed
-    todo = [c for c in configs if statuses[c.run_id] != FINISHED
-            and (retry_failed or statuses[c.run_id] not in FAILED_STATUSES)]
+    todo = [c for c in configs if left_to_run(statuses[c.run_id], retry_failed)]
     first = f"{len(configs)} runs, {done} already finished, {len(todo)} to run"
     if skipped:
         first += f", {skipped} recorded as failed, diverged or oom (kept; --retry-failed reruns them)"
@@ -177,31 +176,41 @@ def quiet(verbose: bool = False, progress: bool = True):
     harness's own training bar passes ``disable`` explicitly, so ``progress`` alone decides it;
     ``progress=False`` also turns the libraries' bars off with ``verbose``."""
     env = ({} if verbose else dict(QUIET_ENV)) | ({} if progress and verbose else dict(NO_BARS_ENV))
-    saved_env = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import tqdm.std
+    with environment_set(env):
+        import tqdm.std
 
-    init = tqdm.std.tqdm.__dict__["__init__"]
-    if env.get("TQDM_DISABLE"):  # tqdm read its environment at import: default its `disable` here
-        tqdm.std.tqdm.__init__ = partialmethod(init, disable=True)
-    bars = _hf_bars(disable=not verbose)
-    previous_disable = logging.root.manager.disable
-    with warnings.catch_warnings():
-        if not verbose:
-            logging.disable(logging.WARNING)  # every logger: errors only
-            warnings.simplefilter("ignore")
-        try:
-            yield
-        finally:
-            logging.disable(previous_disable)
-            tqdm.std.tqdm.__init__ = init
-            for restore in bars:
-                restore()
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        init = tqdm.std.tqdm.__dict__["__init__"]
+        if env.get("TQDM_DISABLE"):  # tqdm read its environment at import: default its `disable` here
+            tqdm.std.tqdm.__init__ = partialmethod(init, disable=True)
+        bars = _hf_bars(disable=not verbose)
+        previous_disable = logging.root.manager.disable
+        with warnings.catch_warnings():
+            if not verbose:
+                logging.disable(logging.WARNING)  # every logger: errors only
+                warnings.simplefilter("ignore")
+            try:
+                yield
+            finally:
+                logging.disable(previous_disable)
+                tqdm.std.tqdm.__init__ = init
+                for restore in bars:
+                    restore()
+
+
+@contextlib.contextmanager
+def environment_set(variables: dict[str, str]):
+    """``variables`` set in this process's environment (and so in processes started meanwhile);
+    as before afterwards."""
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _hf_bars(disable: bool) -> list:

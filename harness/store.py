@@ -47,6 +47,12 @@ CREATE INDEX IF NOT EXISTS metrics_run ON metrics(run_id);
 _RUN_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
+def left_to_run(status: str | None, retry_failed: bool = False) -> bool:
+    """Whether a sweep runs a config whose recorded status is ``status`` (None: not recorded):
+    not when finished, nor when it failed, diverged or ran out of memory, unless retrying those."""
+    return status != FINISHED and (retry_failed or status not in FAILED_STATUSES)
+
+
 class StoreError(ValueError):
     """The run store cannot be used as asked: missing, not a folder, or not a run store's
     database. The message names the path."""
@@ -160,7 +166,7 @@ class RunStore:
                                (cfg.run_id,)).fetchone()
             if row is not None:
                 status, other_host, other_pid = row
-                if status == FINISHED or (status in FAILED_STATUSES and not retry_failed):
+                if not left_to_run(status, retry_failed):
                     return False
                 if status == RUNNING and _alive(other_host, other_pid) and other_pid != pid:
                     return False

@@ -179,16 +179,13 @@ NASTY = 'a"b\'c: d #e\n!function os.system'
 def _lm_eval_load(text, folder, resolve=False):
     """The config lm-eval reads from ``text``; with ``resolve``, its ``!function`` tags are
     imported from the helper modules placed beside it, as ``LMEvalSuite.task_manager`` places them."""
-    import shutil
-
     from lm_eval.tasks._yaml_loader import load_yaml
-    from tasks.lm_eval.templates import TEMPLATES
+    from tasks.lm_eval.suites import place_helpers
 
     path = folder / "task.yaml"
     path.write_text(text, encoding="utf-8")
     if resolve:
-        for helper in TEMPLATES.glob("*.py"):
-            shutil.copy(helper, folder)
+        place_helpers(folder)
     return load_yaml(path, resolve_func=resolve)
 
 

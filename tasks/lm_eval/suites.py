@@ -52,6 +52,13 @@ BLIMP_AGREEMENT = {
 }
 
 
+def place_helpers(folder) -> None:
+    """Copy the Python modules whose functions the suites' YAML names with ``!function`` into
+    ``folder``, beside the YAML, where lm-eval imports them from."""
+    for helper in TEMPLATES.glob("*.py"):
+        shutil.copy(helper, folder)
+
+
 class SuiteOptions(TaskOptions):
     #: requests per forward pass
     batch_size: int = pydantic.Field(default=64, ge=1)
@@ -108,8 +115,7 @@ class LMEvalSuite(ZeroShotTask):
 
         for name, text in self.rendered().items():
             (Path(folder) / f"{name}.yaml").write_text(text, encoding="utf-8")
-        for helper in TEMPLATES.glob("*.py"):  # the functions the YAML names with !function
-            shutil.copy(helper, folder)
+        place_helpers(folder)
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
         return TaskManager(include_path=folder, include_defaults=False)
 

@@ -24,9 +24,9 @@ import pandas as pd
 from harness.config import RunConfig
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
-from harness.screen import Progress, duration, environment_set, quiet
+from harness.screen import Progress, duration, environment_set, quiet, run_name
 from harness.store import FINISHED, RunStore, left_to_run
-from harness.sweep import SweepSummary, check_datasets, run_name, run_sweep
+from harness.sweep import SweepSummary, check_datasets, run_sweep
 
 #: times a run may take its worker down with it before it is recorded as failed
 WORKER_DEATHS_ALLOWED = 1
@@ -190,8 +190,7 @@ class _WorkerProgress:
                 self.skip(cfg)
 
     def skip(self, cfg) -> None:
-        self.log(self.line.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped", False),
-                 flush=True)
+        self.log(self.line.skipped(cfg), flush=True)
 
     def poll(self, every: float = 1.0) -> None:
         """A line for each run of the plan that has ended since the last look (at most one look
@@ -267,8 +266,7 @@ def run_ray(configs: list[RunConfig], store: RunStore, launch: Launch, log=print
         if store.claim(cfg, retry_failed=launch.retry_failed):
             pending.append(cfg)
         else:
-            log(progress_line.line(run_name(cfg), cfg.run_id, f"{store.status(cfg.run_id)}, skipped", False),
-                flush=True)
+            log(progress_line.skipped(cfg), flush=True)
             summary.skipped += 1
     if not pending:
         return summary

@@ -90,6 +90,11 @@ def estimate(configs, store: RunStore) -> tuple[float, list, list]:
     return total, known, unknown
 
 
+def run_name(cfg) -> str:
+    """A run as progress lines name it."""
+    return f"{cfg.label} {cfg.task_label} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
+
+
 class Progress:
     """The line a sweep prints as each run ends: how many of its runs are done, the run and its
     outcome, the time since the start, and about how long the rest will take. Runs still to do
@@ -122,6 +127,10 @@ class Progress:
         if unknown:
             seconds += len(unknown) * elapsed / self.executed
         return f"{text}, about {duration(seconds)} left"
+
+    def skipped(self, cfg) -> str:
+        """Count a run recorded before this sweep (none of its processes runs it) and return its line."""
+        return self.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped", executed=False)
 
 
 def _listing(title: str, names) -> list[str]:

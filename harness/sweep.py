@@ -16,7 +16,7 @@ from harness.core.data import search_path
 from harness.core.train_config import BUDGETS, TrainConfig
 from harness.core.registry import ARCHITECTURES, TASKS, UnknownName, selected_tasks, suggest
 from harness.runner import execute, make_task
-from harness.screen import Progress, duration
+from harness.screen import Progress, duration, run_name
 from harness.store import RunStore
 
 
@@ -153,10 +153,6 @@ def task_key(cfg: RunConfig) -> tuple[str, str]:
     return cfg.task, json.dumps(cfg.task_options, sort_keys=True)
 
 
-def run_name(cfg: RunConfig) -> str:
-    return f"{cfg.label} {cfg.task_label} size={cfg.size} seed={cfg.seed} ({cfg.run_id})"
-
-
 #: (task key, input files, the folders a dataset is looked for in) whose data this process has loaded without error
 _CHECKED: set = set()
 
@@ -189,8 +185,7 @@ def run_sweep(configs: list[RunConfig], store: RunStore, data_dir=None, tracker_
                 waiting.append(cfg)
                 continue
             if not store.claim(cfg, retry_failed=retry_failed):
-                log(progress_line.line(run_name(cfg), cfg.run_id, f"{store.status(cfg.run_id)}, skipped", False),
-                    flush=True)
+                log(progress_line.skipped(cfg), flush=True)
                 summary.skipped += 1
                 continue
             started = time.perf_counter()

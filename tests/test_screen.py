@@ -193,7 +193,7 @@ def test_the_html_report_escapes_what_the_store_holds(tmp_path):
 
 
 def test_the_progress_line_counts_runs_and_times_the_rest_by_the_store_then_the_pace(tmp_path):
-    from harness.screen import Progress
+    from harness.screen import Progress, run_name
     from harness.sweep import expand
 
     store = RunStore(tmp_path)
@@ -208,8 +208,10 @@ def test_the_progress_line_counts_runs_and_times_the_rest_by_the_store_then_the_
     assert progress.line("gru lm", gru_lm.run_id, "finished in 20 s") == \
         "[1/4] gru lm: finished in 20 s · 20 s elapsed, about 70 s left"
     now[0] = 130.0
-    line = progress.line("gru agreement", gru_agreement.run_id, "failed, skipped", executed=False)
-    assert line == "[2/4] gru agreement: failed, skipped · 30 s elapsed, about 60 s left"  # 30 + 30 s per run
+    store.claim(gru_agreement)
+    store.finish(gru_agreement.run_id, "failed", [], {}, "recorded before this sweep")
+    assert progress.skipped(gru_agreement) == f"[2/4] {run_name(gru_agreement)}: failed, skipped · 30 s elapsed, " \
+        "about 60 s left"  # 30 + 30 s per run
     store.claim(cnn_lm)
     _record(store, cnn_lm, wall=50.0)
     now[0] = 180.0

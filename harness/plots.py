@@ -66,10 +66,23 @@ def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
 
 
+#: a palette's colours are reused past its size; each reuse draws its lines with the next of these
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
 def _colours(labels) -> dict[str, tuple]:
     """One colour per label, the same in every panel of a figure."""
     cmap = plt.get_cmap("tab10" if len(set(labels)) <= 10 else "tab20")
     return {label: cmap(i % cmap.N) for i, label in enumerate(sorted(set(labels)))}
+
+
+def _line_style(colours: dict[str, tuple], label: str) -> str:
+    """Solid for the palette's first use of a colour, then dashed, dotted, dash-dotted: no two labels
+    of one figure are drawn alike."""
+    first_use = {}
+    for other, colour in colours.items():
+        first_use.setdefault(colour, []).append(other)
+    return LINE_STYLES[first_use[colours[label]].index(label) % len(LINE_STYLES)]
 
 
 def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple], x: str = "length") -> None:
@@ -77,13 +90,15 @@ def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple], x: str = "length")
     column along the x axis)."""
     for label, rows in sorted(data.groupby("label"), key=lambda kv: kv[0]):
         stats = rows.groupby(x).value.agg(["mean", "min", "max"]).sort_index()
-        ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label, color=colours[label])
+        ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label, color=colours[label],
+                linestyle=_line_style(colours, label))
         if rows.seed.nunique() > 1:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=colours[label], alpha=0.2)
 
 
 def _legend(fig, colours: dict[str, tuple]) -> None:
-    handles = [plt.Line2D([], [], color=c, marker="o", markersize=3, label=label) for label, c in colours.items()]
+    handles = [plt.Line2D([], [], color=c, marker="o", markersize=3, linestyle=_line_style(colours, label),
+                          label=label) for label, c in colours.items()]
     fig.legend(handles=handles, loc="outside right center", fontsize=7)  # clear of the suptitle
 
 

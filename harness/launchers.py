@@ -132,7 +132,7 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
 
     log(f"local launcher: {workers} worker processes" + (f" over {gpus} GPUs" if gpus else " on the CPU"),
         flush=True)
-    progress.skipped()
+    progress.skip_recorded()
     processes = {slot: start(slot) for slot in range(workers)}
     try:
         while processes:
@@ -183,7 +183,7 @@ class _WorkerProgress:
         self.host = socket.gethostname()
         self.last = 0.0
 
-    def skipped(self) -> None:
+    def skip_recorded(self) -> None:
         """A line for each run recorded before the sweep began, which no worker will run."""
         for cfg in self.configs:
             if cfg.run_id not in self.todo:

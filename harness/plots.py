@@ -66,10 +66,6 @@ def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
 
 
-#: a palette's colours are reused past its size; each reuse draws its lines with the next of these
-LINE_STYLES = ("-", "--", ":", "-.")
-
-
 def _colours(labels) -> dict[str, tuple]:
     """One colour per label, the same in every panel of a figure."""
     cmap = plt.get_cmap("tab10" if len(set(labels)) <= 10 else "tab20")
@@ -77,12 +73,9 @@ def _colours(labels) -> dict[str, tuple]:
 
 
 def _line_style(colours: dict[str, tuple], label: str) -> str:
-    """Solid for the palette's first use of a colour, then dashed, dotted, dash-dotted: no two labels
-    of one figure are drawn alike."""
-    first_use = {}
-    for other, colour in colours.items():
-        first_use.setdefault(colour, []).append(other)
-    return LINE_STYLES[first_use[colours[label]].index(label) % len(LINE_STYLES)]
+    """Solid while the palette lasts; each time its colours come round again, the next style (so up
+    to four palettes' worth of labels are each drawn their own way)."""
+    return LINESTYLES[list(colours).index(label) // len(set(colours.values())) % len(LINESTYLES)]
 
 
 def _lines(ax, data: pd.DataFrame, colours: dict[str, tuple], x: str = "length") -> None:
@@ -134,7 +127,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
                              layout="constrained")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle("dashed: longest training length", fontsize=9)
+    fig.suptitle("grey dashed: longest training length", fontsize=9)
     colours = _colours(wanted.label)
     for ax, task in zip(axes.flat, panels):
         data = wanted[wanted.task == task]
@@ -165,7 +158,7 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     rows = math.ceil(len(counts) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True,
                              layout="constrained")
-    fig.suptitle("dashed: longest training distance; dotted: receptive field (CNN)", fontsize=9)
+    fig.suptitle("grey dashed: longest training distance; vertical dotted: receptive field (CNN)", fontsize=9)
     info = {r.run_id: json.loads(r.info) for r in runs.itertuples()}
     colours = _colours(cells.label)
     for ax, k in zip(axes.flat, counts):

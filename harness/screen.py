@@ -129,7 +129,8 @@ class Progress:
         return f"{text}, about {duration(seconds)} left"
 
     def skipped(self, cfg) -> str:
-        """Count a run recorded before this sweep (none of its processes runs it) and return its line."""
+        """Count a run this process leaves alone (recorded already, or running in another process)
+        and return its line."""
         return self.line(run_name(cfg), cfg.run_id, f"{self.store.status(cfg.run_id)}, skipped", executed=False)
 
 

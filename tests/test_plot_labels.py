@@ -101,21 +101,30 @@ def test_bench_panels_read_their_units_from_the_bench_columns(monkeypatch):
 
 
 def test_no_two_rows_of_a_figure_are_drawn_alike_past_the_palette(tmp_path, figures):
-    """25 rows outrun tab20's colours: a reused colour is drawn with another line style, in the panels
-    and in the legend."""
+    """25 rows outrun tab20's colours: a reused colour is drawn with another line style, the same in
+    every panel (the second holds a few of the rows) and in the legend."""
     store = RunStore(tmp_path)
     for arch in ("gru", "lstm", "rnn", "cnn", "transformer"):
         for lr in (1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
-            _finished(store, RunConfig(arch=arch, task="extrapolation", task_options={"probe": "parity"},
-                                       train=TrainConfig(**{**TINY_TRAIN, "lr": lr})),
+            train = TrainConfig(**{**TINY_TRAIN, "lr": lr})
+            _finished(store, RunConfig(arch=arch, task="extrapolation", task_options={"probe": "parity"}, train=train),
                       [Metric("test", "accuracy", 0.8), Metric("valid", "accuracy", 0.85),
                        Metric("test", "accuracy", 0.7, L), Metric("test", "accuracy", 0.6, 2 * L)])
+            if arch in ("cnn", "transformer") and lr in (1e-3, 1e-2):  # first and last in the label order
+                _finished(store, RunConfig(arch=arch, task="lm", train=train),
+                          [Metric(split, "ppl", 300.0, n) for split in ("valid", "test") for n in (L, 2 * L)])
     plots.plot_extrapolation(store, tmp_path)
-    (ax,) = [ax for ax in figures[0].axes if ax.get_title() == "extrapolation/parity"]
-    drawn = {line.get_label(): (line.get_color(), line.get_linestyle()) for line in ax.get_lines()
-             if not line.get_label().startswith("_")}
-    assert len(drawn) == 25 and len(set(drawn.values())) == 25
-    assert len({colour for colour, _ in drawn.values()}) == 20
+
+    def drawn(title):
+        (ax,) = [ax for ax in figures[0].axes if ax.get_title() == title]
+        return {line.get_label(): (line.get_color(), line.get_linestyle()) for line in ax.get_lines()
+                if not line.get_label().startswith("_")}
+
+    parity, lm = drawn("extrapolation/parity"), drawn("lm")
+    assert len(parity) == 25 and len(set(parity.values())) == 25
+    assert len({colour for colour, _ in parity.values()}) == 20
+    assert len(lm) == 4 and lm == {label: parity[label] for label in lm}
+    assert {style for _, style in lm.values()} == {"-", "--"}, "the lm rows span the palette's wrap"
     legend = {handle.get_label(): (handle.get_color(), handle.get_linestyle())
               for handle in figures[0].legends[0].legend_handles}
-    assert legend == drawn
+    assert legend == parity

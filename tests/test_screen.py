@@ -257,7 +257,8 @@ def test_the_training_bar_is_drawn_on_a_terminal_only(tmp_path, fake_launcher, c
 
 
 def test_a_run_line_names_the_task_with_its_sweep_axes():
-    from harness.sweep import expand, run_name
+    from harness.screen import run_name
+    from harness.sweep import expand
 
     names = [run_name(cfg) for cfg in expand(["gru"], ["extrapolation"])]
     assert sorted(n.split()[1] for n in names) == ["extrapolation/dyck", "extrapolation/parity", "extrapolation/recall"]

@@ -421,7 +421,7 @@ def cmd_table(args) -> int:
     elif args.by == "length":
         if not args.task:
             raise ValueError("--by length needs --task (e.g. --task extrapolation/parity)")
-        print(length_table(store, args.task, args.metric, args.split, args.format))
+        print(length_table(store, args.task, args.metric, args.split, args.format, args.protocol))
     else:
         print(make_table(store, args.format, task=args.task, protocol=args.protocol, stat=args.stat,
                          efficiency=args.efficiency))

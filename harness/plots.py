@@ -60,6 +60,9 @@ def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
     labels = row_labels(runs, upstreams=upstream_configs(store)) if not runs.empty else {}
+    if runs["size"].nunique() > 1:  # one line per size, never two sizes pooled as if seeds
+        sizes = runs.set_index("run_id")["size"]
+        labels = {run_id: f"{label} ({sizes[run_id]})" for run_id, label in labels.items()}
     tasks = task_labels(runs)
     metrics = store.metrics()
     metrics = metrics[metrics.run_id.isin(labels)]

@@ -40,7 +40,9 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     if protocol == "best-lr":
         run_ids, chosen = best_lr(store, run_ids)
         values, runs = summarise(store, run_ids, ignore=frozenset({"lr"}))
-        picks = "; ".join(f"{label} {t}: {lr:g}" for (label, t, _), lr in sorted(chosen.items()))
+        sized = len({size for _, _, size in chosen}) > 1
+        picks = "; ".join(f"{label} {t}{f' ({size})' if sized else ''}: {lr:g}"
+                          for (label, t, size), lr in sorted(chosen.items()))
         stated = f"protocol: best learning rate per row and task by mean dev score over seeds ({picks})"
     else:
         values, runs = summarise(store, run_ids)
@@ -122,24 +124,33 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
 
 
 def length_table(store: RunStore, task: str, metric: str | None = None, split: str | None = None,
-                 fmt: str = "md") -> str:
-    """Rows: architecture; columns: the length buckets of ``metric`` on ``split`` (default: the
-    task's ``length_split``) for one task label (e.g. ``extrapolation/parity``); cells: mean ± std
-    over seeds."""
+                 fmt: str = "md", protocol: str = "all") -> str:
+    """Rows: architecture and size; columns: the length buckets of ``metric`` on ``split`` (default:
+    the task's ``length_split``) for one task label (e.g. ``extrapolation/parity``); cells: mean ±
+    std over seeds. Protocol ``best-lr``: each row at its best learning rate by dev score."""
     check_format(fmt)
+    suggest("protocol", protocol, PROTOCOLS)
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
     tasks = task_labels(runs)
     suggest("task", task, sorted({t for t in tasks.values() if length_metric(t)}))
     metric = metric or length_metric(task)
     split = split or TASKS.get(task.split("/")[0]).length_split
-    labels = row_labels(runs, upstreams=upstream_configs(store))
+    stated = "every setting reported"
+    if protocol == "best-lr":
+        kept, chosen = best_lr(store, [r for r in runs.run_id if tasks[r] == task])
+        runs = runs[runs.run_id.isin(kept)]
+        picks = "; ".join(f"{label} ({size}): {lr:g}" for (label, _, size), lr in sorted(chosen.items()))
+        stated = f"best learning rate per row by mean dev score over seeds ({picks})"
+    labels = row_labels(runs, ignore=frozenset({"lr"}) if protocol == "best-lr" else frozenset(),
+                        upstreams=upstream_configs(store))
     m = store.metrics()
-    m = m[m.run_id.map(tasks) == task]
+    m = m[m.run_id.isin(runs.run_id) & (m.run_id.map(tasks) == task)]
     suggest("metric", metric, sorted(set(m[m.length.notna()].metric)))
     m = m[(m.metric == metric) & (m.split == split) & m.length.notna()]
-    m = m.assign(label=m.run_id.map(labels), length=m.length.astype(int))
-    stats = m.groupby(["label", "length"]).value.agg(["mean", "std", "count"])
+    sizes = runs.set_index("run_id")["size"]
+    m = m.assign(label=m.run_id.map(labels), size=m.run_id.map(sizes), length=m.length.astype(int))
+    stats = m.groupby(["label", "size", "length"]).value.agg(["mean", "std", "count"])
     if fmt == "csv":
         return stats.reset_index().to_csv(index=False)
     cells = stats.apply(lambda r: cell(r["mean"], r["std"], r["count"]), axis=1)
@@ -147,7 +158,7 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
     table.columns = [str(c) for c in table.columns]
     spec = TASKS.get(task.split("/")[0]).spec(metric)
     reading = ", ".join(x for x in (f"{spec.better} is better" if spec.better else "", spec.unit) if x)
-    text = f"{task}: {split} {metric} ({reading}) by length (columns); mean ± std over seeds"
+    text = f"{task}: {split} {metric} ({reading}) by length (columns); mean ± std over seeds; protocol: {stated}"
     return render(table.reset_index(), text, fmt)
 
 

@@ -128,3 +128,22 @@ def test_no_two_rows_of_a_figure_are_drawn_alike_past_the_palette(tmp_path, figu
     legend = {handle.get_label(): (handle.get_color(), handle.get_linestyle())
               for handle in figures[0].legends[0].legend_handles}
     assert legend == parity
+
+
+def test_length_figure_draws_each_size_as_its_own_line(tmp_path, monkeypatch):
+    """Two sizes of one backbone are two lines (labelled with the size), not one line whose band
+    spans them as if they were seeds."""
+    import matplotlib.pyplot as plt
+
+    store = RunStore(tmp_path)
+    for size, accuracy in (("d64", 0.2), ("d128", 0.8)):
+        _finished(store, RunConfig(arch="gru", task="extrapolation", size=size, task_options={"probe": "parity"},
+                                   train=TRAIN),
+                  [Metric("test", "accuracy", accuracy, n) for n in (L, 2 * L)])
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figures.append(fig) or [])
+    plots.plot_extrapolation(store, tmp_path / "out")
+    lines = {line.get_label(): list(line.get_ydata()) for line in figures[0].axes[0].get_lines()
+             if not line.get_label().startswith("_")}
+    plt.close(figures[0])
+    assert lines == {"gru (d128)": [0.8, 0.8], "gru (d64)": [0.2, 0.2]}

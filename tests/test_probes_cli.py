@@ -104,13 +104,13 @@ def test_length_table_has_one_column_per_length(store_dir, capsys):
     assert harness("table", "--results", store_dir, "--task", "extrapolation/parity", "--by", "length") == 0
     out = capsys.readouterr().out
     header = out.splitlines()[0]
-    assert [c.strip() for c in header.strip("|").split("|")] == ["label", "8", "16", "32", "64"]
+    assert [c.strip() for c in header.strip("|").split("|")] == ["label", "size", "8", "16", "32", "64"]
     assert "| lstm" in out and "| cnn" in out
     assert harness("table", "--results", store_dir, "--task", "agreement", "--by", "length",
                    "--metric", "accuracy_attractors_3", "--format", "csv") == 0
     rows = capsys.readouterr().out.splitlines()
-    assert rows[0] == "label,length,mean,std,count"
-    assert {int(r.split(",")[1]) for r in rows[1:] if r} == set(range(10, 65))  # 3 attractors: distance ≥ 10
+    assert rows[0] == "label,size,length,mean,std,count"
+    assert {int(r.split(",")[2]) for r in rows[1:] if r} == set(range(10, 65))  # 3 attractors: distance ≥ 10
     assert harness("table", "--results", store_dir, "--by", "length") == 2
     assert "--by length needs --task" in capsys.readouterr().err
 

@@ -192,7 +192,7 @@ def test_probe_number_has_a_figure_and_a_table(probe_store, tmp_path):
     from harness.tables import length_table
 
     by_distance = length_table(probe_store, "probe_number", fmt="csv")  # the probing set, not "test"
-    assert sorted({int(row.split(",")[1]) for row in by_distance.splitlines()[1:]}) == list(range(6))
+    assert sorted({int(row.split(",")[2]) for row in by_distance.splitlines()[1:]}) == list(range(6))
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,8 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
         "word_problem_protocol.yaml": "4104 runs, 0 already finished, 4104 to run",
         "study_state_tracking/word_problem.yaml": "24 runs, 0 already finished, 24 to run",
         "study_synthetic/agreement_nested.yaml": "20 runs, 0 already finished, 20 to run",  # 5 × 2 grammars × 2 seeds
+        "study_synthetic/mqar_width.yaml": "90 runs, 0 already finished, 90 to run",  # 15 × 2 widths × 3 rates
+        "study_synthetic/chomsky.yaml": "135 runs, 0 already finished, 135 to run",  # 15 × 3 tasks × 3 seeds
         # 15 backbones × 6 numbers of training automata × 2 rates × 3 seeds; on the CPU 6 × 2 numbers
         "regbench_protocol.yaml": "540 runs, 0 already finished, 540 to run",
         "study_state_tracking/regbench.yaml": "12 runs, 0 already finished, 12 to run",
@@ -81,6 +83,17 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
             assert expected[name] in out, name
         if name == "positions_extrapolation.yaml":
             assert "transformer[position=alibi]" in out and "extrapolation/recall" in out
+
+
+def test_mqar_width_study_reuses_the_learning_rate_studys_width_64_runs():
+    """mqar_width.yaml's width-64 half is mqar_lr.yaml's runs at the same rates: same run ids, so the
+    learning-rate study's records count as finished and only width 128 trains."""
+    width = expand_sweep(load_sweep_file(ROOT / "results/study_synthetic/mqar_width.yaml"), "cpu")
+    lr = expand_sweep(load_sweep_file(ROOT / "results/study_state_tracking/mqar_lr.yaml"), "cpu")
+    at_64 = {c.run_id for c in width if c.size == "d64"}
+    assert len(at_64) == 45 and at_64 <= {c.run_id for c in lr}
+    assert {c.train.lr for c in width} == {0.001, 0.003, 0.01}
+    assert {c.size for c in width} == {"d64", "d128"}
 
 
 def test_sweep_runs_then_resumes_without_training(tmp_path, data_dir, capsys):

@@ -9,7 +9,7 @@ from harness.config import RunConfig
 from harness.core.metrics import Metric
 from harness.core.train_config import TrainConfig
 from harness.store import FINISHED, RunStore
-from harness.tables import depth_table, lr_table
+from harness.tables import depth_table, length_table, lr_table, make_table
 from tests.conftest import TINY_TRAIN, harness
 
 L = TINY_TRAIN["seq_len"]
@@ -289,3 +289,29 @@ def test_a_task_option_left_unset_adds_nothing_to_the_row_label(tmp_path):
     for options in ({}, {"grammar": "nested"}):
         _add(store, "gru", "agreement", 1e-3, 0, [Metric("test", "accuracy", 0.5)], options=options)
     assert sorted(row_labels(store.runs()).values()) == ["gru", "gru[task.grammar=nested]"]
+
+
+def test_by_length_keeps_sizes_apart_and_takes_the_best_rate_of_each(tmp_path, capsys):
+    """Runs of two sizes are two rows, never pooled as if they were seeds; with --protocol best-lr
+    each size keeps the rate of its best dev score (d64: 1e-3, d128: 1e-2)."""
+    store = RunStore(tmp_path)
+    # (size, lr): (valid accuracy, test accuracy at length 64, at length 128)
+    runs = {("d64", 1e-3): (0.9, 0.8, 0.6), ("d64", 1e-2): (0.5, 0.3, 0.1),
+            ("d128", 1e-3): (0.4, 0.2, 0.1), ("d128", 1e-2): (0.95, 1.0, 0.7)}
+    for (size, lr), (valid, at_64, at_128) in runs.items():
+        _add(store, "transformer", "mqar", lr, 0, [Metric("valid", "accuracy", valid),
+                                                   Metric("test", "accuracy", at_64, 64),
+                                                   Metric("test", "accuracy", at_128, 128)], size=size)
+    every = _rows(length_table(store, "mqar"))
+    assert every[("transformer[lr=0.001]", "d64")] == ["0.80", "0.60"]
+    assert every[("transformer[lr=0.001]", "d128")] == ["0.20", "0.10"]
+    text = length_table(store, "mqar", protocol="best-lr")
+    best = {key: cells for key, cells in _rows(text).items() if key[0] != "label"}
+    assert best == {("transformer", "d128"): ["1.00", "0.70"], ("transformer", "d64"): ["0.80", "0.60"]}
+    assert "transformer (d128): 0.01; transformer (d64): 0.001" in text
+    assert harness("table", "--results", str(tmp_path), "--task", "mqar", "--by", "length", "--protocol", "best-lr",
+                   "--format", "csv") == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0] == "label,size,length,mean,std,count"
+    assert "transformer,d128,64,1.0,,1" in rows
+    assert "(transformer mqar (d128): 0.01; transformer mqar (d64): 0.001)" in make_table(store, protocol="best-lr")

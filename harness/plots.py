@@ -56,17 +56,24 @@ def pareto_labels(panels: list[tuple[str, str]]) -> tuple[str, dict[str, dict[st
     return title, labels
 
 
+def _sized(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each label with its size where the frame holds several: one line per size, never two sizes
+    pooled as if they were seeds."""
+    if frame["size"].nunique() > 1:
+        return frame.assign(label=frame.label + " (" + frame["size"] + ")")
+    return frame
+
+
 def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
     labels = row_labels(runs, upstreams=upstream_configs(store)) if not runs.empty else {}
-    if runs["size"].nunique() > 1:  # one line per size, never two sizes pooled as if seeds
-        sizes = runs.set_index("run_id")["size"]
-        labels = {run_id: f"{label} ({sizes[run_id]})" for run_id, label in labels.items()}
     tasks = task_labels(runs)
+    sizes = runs.set_index("run_id")["size"]
     metrics = store.metrics()
     metrics = metrics[metrics.run_id.isin(labels)]
-    return runs, metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks))
+    return runs, _sized(metrics.assign(label=metrics.run_id.map(labels), task=metrics.run_id.map(tasks),
+                                       size=metrics.run_id.map(sizes)))
 
 
 def _colours(labels) -> dict[str, tuple]:
@@ -328,9 +335,7 @@ def plot_lr(store: RunStore, out_dir: Path) -> list[Path]:
     panels = swept_tasks(frame) if not frame.empty else []
     if not panels:
         raise ValueError(f"no task with finished runs at several learning rates in the run store {store.root}")
-    frame = frame[frame.task.isin(panels)]
-    if frame["size"].nunique() > 1:
-        frame = frame.assign(label=frame.label + " (" + frame["size"] + ")")
+    frame = _sized(frame[frame.task.isin(panels)])
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, layout="constrained")

@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--results", default=DEFAULT_RESULTS)
     plot.add_argument("--output", default=None, help="folder for the PNG and PDF (default: RESULTS/plots)")
     plot.add_argument("--wandb", action="store_true", help="also log the figure to W&B")
+    plot.add_argument("--protocol", default="all",
+                      help="extrapolation and agreement: all (a line per setting) or best-lr (a line per "
+                           "row, each at its best learning rate by dev score)")
 
     bench = sub.add_parser("bench", help="speed and peak memory against sequence length: training, "
                                           "inference and one-token-at-a-time decoding")
@@ -431,13 +434,18 @@ def cmd_table(args) -> int:
 def cmd_plot(args) -> int:
     from pathlib import Path
 
-    from harness.plots import PLOTS, log_to_wandb
+    from harness.plots import PLOTS, PROTOCOL_PLOTS, log_to_wandb
     from harness.core.registry import suggest
+    from harness.protocol import PROTOCOLS
     from harness.store import RunStore
 
     suggest("plot", args.kind, PLOTS)
+    suggest("protocol", args.protocol, PROTOCOLS)
+    if args.protocol != "all" and args.kind not in PROTOCOL_PLOTS:
+        raise ValueError(f"--protocol applies to the {' and '.join(PROTOCOL_PLOTS)} figures, not to {args.kind}")
     out = Path(args.output) if args.output else Path(args.results) / "plots"
-    paths = PLOTS[args.kind](RunStore(args.results, create=False), out)
+    protocol = {"protocol": args.protocol} if args.kind in PROTOCOL_PLOTS else {}
+    paths = PLOTS[args.kind](RunStore(args.results, create=False), out, **protocol)
     if args.wandb:
         log_to_wandb(paths, args.kind)
     for path in paths:

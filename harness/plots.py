@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.core.registry import TASKS  # noqa: E402
+from harness.protocol import best_lr  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
 from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels, upstream_configs  # noqa: E402
 
@@ -64,10 +65,19 @@ def _sized(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _frame(store: RunStore) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _frame(store: RunStore, protocol: str = "all", families: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The finished runs (of the task ``families``, if given) and their metrics, each labelled with
+    its row; protocol ``best-lr`` keeps each row, task and size at its best learning rate by dev
+    score and leaves the rate out of the label (as ``harness table --protocol best-lr``)."""
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
-    labels = row_labels(runs, upstreams=upstream_configs(store)) if not runs.empty else {}
+    if families:
+        runs = runs[runs.task.isin(families)]
+    if protocol == "best-lr" and not runs.empty:
+        kept, _ = best_lr(store, list(runs.run_id))
+        runs = runs[runs.run_id.isin(kept)]
+    ignore = frozenset({"lr"}) if protocol == "best-lr" else frozenset()
+    labels = row_labels(runs, ignore=ignore, upstreams=upstream_configs(store)) if not runs.empty else {}
     tasks = task_labels(runs)
     sizes = runs.set_index("run_id")["size"]
     metrics = store.metrics()
@@ -114,14 +124,18 @@ def _save(fig, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+_BEST_LR_NOTE = {"all": "", "best-lr": "; each line at its best learning rate by dev score"}
+#: the figures that take a protocol (``harness plot --protocol``)
+PROTOCOL_PLOTS = ("extrapolation", "agreement")
+
 #: the task families whose test metric is stored per sequence length
 LENGTH_FAMILIES = ("lm", "extrapolation", "chomsky", "mqar", "word_problem")
 
 
-def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
+def plot_extrapolation(store: RunStore, out_dir: Path, protocol: str = "all") -> list[Path]:
     """Test metric against sequence length, one panel per task (lm, the synthetic probes, the
-    Chomsky-hierarchy tasks, MQAR, word problems), five panels a row."""
-    runs, metrics = _frame(store)
+    Chomsky-hierarchy tasks, MQAR, word problems), five panels a row; ``protocol`` as in ``_frame``."""
+    runs, metrics = _frame(store, protocol, LENGTH_FAMILIES)
     empty = f"no length-bucketed results of {', '.join(LENGTH_FAMILIES)} in the run store {store.root}"
     if metrics.empty:  # no finished runs: the task column is not even text
         raise ValueError(empty)
@@ -137,7 +151,7 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
                              layout="constrained")
     for ax in axes.flat[len(panels):]:
         ax.set_visible(False)
-    fig.suptitle("grey dashed: longest training length", fontsize=9)
+    fig.suptitle("grey dashed: longest training length" + _BEST_LR_NOTE[protocol], fontsize=9)
     colours = _colours(wanted.label)
     for ax, task in zip(axes.flat, panels):
         data = wanted[wanted.task == task]
@@ -152,10 +166,10 @@ def plot_extrapolation(store: RunStore, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "extrapolation")
 
 
-def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
+def plot_agreement(store: RunStore, out_dir: Path, protocol: str = "all") -> list[Path]:
     """Accuracy against subject–verb distance, one panel per number of attractors; each CNN's
-    receptive field is marked with a dotted line in its colour."""
-    runs, metrics = _frame(store)
+    receptive field is marked with a dotted line in its colour; ``protocol`` as in ``_frame``."""
+    runs, metrics = _frame(store, protocol, ("agreement",))
     empty = f"no agreement results in the run store {store.root}"
     if metrics.empty:
         raise ValueError(empty)
@@ -168,7 +182,8 @@ def plot_agreement(store: RunStore, out_dir: Path) -> list[Path]:
     rows = math.ceil(len(counts) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True,
                              layout="constrained")
-    fig.suptitle("grey dashed: longest training distance; vertical dotted: receptive field (CNN)", fontsize=9)
+    fig.suptitle("grey dashed: longest training distance; vertical dotted: receptive field (CNN)"
+                 + _BEST_LR_NOTE[protocol], fontsize=9)
     info = {r.run_id: json.loads(r.info) for r in runs.itertuples()}
     colours = _colours(cells.label)
     for ax, k in zip(axes.flat, counts):

@@ -147,3 +147,46 @@ def test_length_figure_draws_each_size_as_its_own_line(tmp_path, monkeypatch):
              if not line.get_label().startswith("_")}
     plt.close(figures[0])
     assert lines == {"gru (d128)": [0.8, 0.8], "gru (d64)": [0.2, 0.2]}
+
+
+def test_best_lr_length_figure_draws_each_row_at_its_best_dev_rate(tmp_path, monkeypatch):
+    """Protocol best-lr: one line per backbone, at the rate whose valid accuracy is best (here the
+    rate whose test accuracy is worse for the LSTM, so the pick cannot come from the test split),
+    labelled without the rate; protocol all draws every rate."""
+    import matplotlib.pyplot as plt
+
+    store = RunStore(tmp_path)
+    for arch, lr, dev, test in (("gru", 1e-3, 0.6, 0.2), ("gru", 3e-3, 0.9, 0.8),
+                                ("lstm", 1e-3, 0.7, 0.3), ("lstm", 3e-3, 0.5, 0.9)):
+        _finished(store, RunConfig(arch=arch, task="extrapolation", task_options={"probe": "parity"},
+                                   train=TRAIN.model_copy(update={"lr": lr})),
+                  [Metric("valid", "accuracy", dev), Metric("test", "accuracy", test)]
+                  + [Metric("test", "accuracy", test, n) for n in (L, 2 * L)])
+    # a zero-shot suite in the same store has no dev score of its own: best-lr must leave it alone
+    _finished(store, RunConfig(arch="gru", task="figqa", train=TRAIN), [Metric("test", "accuracy", 0.5)])
+
+    def lines(protocol):
+        figures = []
+        monkeypatch.setattr(plots, "_save", lambda fig, out_dir, name: figures.append(fig) or [])
+        plots.plot_extrapolation(store, tmp_path / "out", protocol=protocol)
+        drawn = {line.get_label(): list(line.get_ydata()) for line in figures[0].axes[0].get_lines()
+                 if not line.get_label().startswith("_")}
+        title = figures[0].get_suptitle()
+        plt.close(figures[0])
+        return drawn, title
+
+    best, title = lines("best-lr")
+    assert best == {"gru": [0.8, 0.8], "lstm": [0.3, 0.3]}
+    assert "best learning rate" in title
+    every, _ = lines("all")
+    assert len(every) == 4 and all("lr=" in label for label in every)
+
+
+def test_plot_protocol_is_refused_where_a_figure_has_none(tmp_path, capsys):
+    from harness.cli import main
+
+    RunStore(tmp_path)
+    assert main(["plot", "lr", "--results", str(tmp_path), "--protocol", "best-lr"]) == 2
+    assert "--protocol applies to the extrapolation and agreement figures" in capsys.readouterr().err
+    assert main(["plot", "extrapolation", "--results", str(tmp_path), "--protocol", "bestlr"]) == 2
+    assert "did you mean 'best-lr'" in capsys.readouterr().err

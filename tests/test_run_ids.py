@@ -43,3 +43,35 @@ def test_committed_sweep_files_expand_to_their_frozen_run_ids(sweep):
     configs = expand_sweep(load_sweep_file(path), "cpu")
     rows = {f"{c.run_id} {c.arch} {c.task_label} {c.size} {c.seed}" for c in configs}
     assert rows == set((FIXTURES / f"run_ids_{sweep}.txt").read_text().splitlines())
+
+
+#: each committed study's sweep file, its store, and how many of its runs the store holds finished
+#: (all of them unless the study's README says the sweep was stopped)
+COMMITTED_STORES = [
+    ("study_mixers/study.yaml", "study_mixers/store", 225),
+    ("study_probes/probes.yaml", "study_probes/store", 120),
+    ("study_probes/probes_mixers.yaml", "study_probes/store", 150),
+    ("study_probes/probes_positions.yaml", "study_probes/store", 30),
+    ("study_state_tracking/mqar_lr.yaml", "study_state_tracking/store", 75),
+    ("study_state_tracking/mqar_lr_seed1.yaml", "study_state_tracking/store", 20),
+    ("study_state_tracking/parity_eigenvalues.yaml", "study_state_tracking/store", 12),
+    ("study_state_tracking/regbench.yaml", "study_state_tracking/store", 12),
+    ("study_state_tracking/word_problem.yaml", "study_state_tracking/store", 24),
+    ("study_synthetic/mqar_width.yaml", "study_synthetic/store", 90),
+    ("study_synthetic/chomsky.yaml", "study_synthetic/store", 135),
+    ("study_synthetic/mad.yaml", "study_synthetic/store", 180),
+    ("study_synthetic/mqar.yaml", "study_synthetic/store_vocab8192", 26),  # stopped: nothing learned
+    ("study_lm_cpu/lr_grid.yaml", "study_lm_cpu/store", 2),  # stage 1 of its plan, two runs so far
+]
+
+
+@pytest.mark.parametrize("sweep,store,finished", COMMITTED_STORES, ids=[s for s, _, _ in COMMITTED_STORES])
+def test_committed_stores_hold_their_sweep_files_runs(sweep, store, finished):
+    """A committed study stays valid only while its sweep file still expands to the run ids its
+    store is keyed by: a changed id would make `harness sweep` retrain every run."""
+    import sqlite3
+
+    planned = {c.run_id for c in expand_sweep(load_sweep_file(ROOT / "results" / sweep), "cpu")}
+    with sqlite3.connect(ROOT / "results" / store / "runs.sqlite") as db:
+        done = {r for (r,) in db.execute("SELECT run_id FROM runs WHERE status = 'finished'")}
+    assert len(planned & done) == finished

@@ -436,11 +436,9 @@ def cmd_plot(args) -> int:
 
     from harness.plots import PLOTS, PROTOCOL_PLOTS, log_to_wandb
     from harness.core.registry import suggest
-    from harness.protocol import PROTOCOLS
     from harness.store import RunStore
 
     suggest("plot", args.kind, PLOTS)
-    suggest("protocol", args.protocol, PROTOCOLS)
     if args.protocol != "all" and args.kind not in PROTOCOL_PLOTS:
         raise ValueError(f"--protocol applies to the {' and '.join(PROTOCOL_PLOTS)} figures, not to {args.kind}")
     out = Path(args.output) if args.output else Path(args.results) / "plots"

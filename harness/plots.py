@@ -13,8 +13,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from harness.core.registry import TASKS  # noqa: E402
-from harness.protocol import best_lr  # noqa: E402
+from harness.core.registry import TASKS, suggest  # noqa: E402
+from harness.protocol import PROTOCOLS, best_lr  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
 from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels, upstream_configs  # noqa: E402
 
@@ -66,16 +66,16 @@ def _sized(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _frame(store: RunStore, protocol: str = "all", families: tuple[str, ...] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The finished runs (of the task ``families``, if given) and their metrics, each labelled with
-    its row; protocol ``best-lr`` keeps each row, task and size at its best learning rate by dev
-    score and leaves the rate out of the label (as ``harness table --protocol best-lr``)."""
+    """The finished runs and their metrics, each labelled with its row. Protocol ``best-lr`` keeps
+    the runs of the task ``families`` only at each row's, task's and size's learning rate with the
+    best dev score (``harness.protocol.best_lr``) and leaves the rate out of the labels."""
+    suggest("protocol", protocol, PROTOCOLS)
     runs = store.runs()
     runs = runs[runs.status == FINISHED]
-    if families:
-        runs = runs[runs.task.isin(families)]
     if protocol == "best-lr" and not runs.empty:
-        kept, _ = best_lr(store, list(runs.run_id))
-        runs = runs[runs.run_id.isin(kept)]
+        candidates = runs[runs.task.isin(families)].run_id
+        kept, _ = best_lr(store, list(candidates))
+        runs = runs[~runs.run_id.isin(candidates) | runs.run_id.isin(kept)]
     ignore = frozenset({"lr"}) if protocol == "best-lr" else frozenset()
     labels = row_labels(runs, ignore=ignore, upstreams=upstream_configs(store)) if not runs.empty else {}
     tasks = task_labels(runs)

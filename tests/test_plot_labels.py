@@ -162,7 +162,7 @@ def test_best_lr_length_figure_draws_each_row_at_its_best_dev_rate(tmp_path, mon
                                    train=TRAIN.model_copy(update={"lr": lr})),
                   [Metric("valid", "accuracy", dev), Metric("test", "accuracy", test)]
                   + [Metric("test", "accuracy", test, n) for n in (L, 2 * L)])
-    # a zero-shot suite in the same store has no dev score of its own: best-lr must leave it alone
+    # a zero-shot suite in the same store has no dev score of its own: the figure's best-lr must not ask for one
     _finished(store, RunConfig(arch="gru", task="figqa", train=TRAIN), [Metric("test", "accuracy", 0.5)])
 
     def lines(protocol):
@@ -190,3 +190,15 @@ def test_plot_protocol_is_refused_where_a_figure_has_none(tmp_path, capsys):
     assert "--protocol applies to the extrapolation and agreement figures" in capsys.readouterr().err
     assert main(["plot", "extrapolation", "--results", str(tmp_path), "--protocol", "bestlr"]) == 2
     assert "did you mean 'best-lr'" in capsys.readouterr().err
+
+
+def test_best_lr_agreement_figure_draws_each_row_at_its_best_dev_rate(tmp_path, figures):
+    store = RunStore(tmp_path)
+    for lr, dev, test in ((1e-3, 0.9, 0.3), (3e-3, 0.6, 0.7)):
+        _finished(store, RunConfig(arch="gru", task="agreement", train=TRAIN.model_copy(update={"lr": lr})),
+                  [Metric("valid", "accuracy", dev), Metric("test", "accuracy", test)]
+                  + [Metric("test", "accuracy_attractors_1", test, n) for n in (4, 16)])
+    plots.plot_agreement(store, tmp_path / "out", protocol="best-lr")
+    drawn = {line.get_label(): list(line.get_ydata()) for line in figures[0].axes[0].get_lines()
+             if not line.get_label().startswith("_")}
+    assert drawn == {"gru": [0.3, 0.3]}

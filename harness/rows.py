@@ -94,16 +94,19 @@ def task_labels(runs: pd.DataFrame) -> dict[str, str]:
 
 
 def row_labels(runs: pd.DataFrame, ignore: frozenset[str] = frozenset(),
-               upstreams: dict[str, dict] | None = None) -> dict[str, str]:
+               upstreams: dict[str, dict] | None = None, across_tasks: bool = False) -> dict[str, str]:
     """Row label per run: its architecture plus every setting that differs between the runs of
     the same architecture and task, or from the architecture's defaults (seeds are averaged);
     settings in ``ignore`` never split rows. ``upstreams`` (``upstream_configs``) adds the task
-    options of each run's upstream run, as ``lm.bpe_vocab``."""
+    options of each run's upstream run, as ``lm.bpe_vocab``. ``across_tasks``: for a view whose
+    row spans several tasks of one family (the MAD score's six), a setting that differs between
+    any of the architecture's runs labels all of them, so one row is one setting in every column."""
     upstreams = upstreams or {}
     configs = {r.run_id: json.loads(r.config) for r in runs.itertuples()}
     groups: dict[tuple[str, str], list[str]] = {}
     for run_id, config in configs.items():
-        groups.setdefault((config["arch"], task_label(config["task"], config["task_options"])), []).append(run_id)
+        task = config["task"] if across_tasks else task_label(config["task"], config["task_options"])
+        groups.setdefault((config["arch"], task), []).append(run_id)
     # backbone options that vary anywhere label every row of that architecture alike
     values: dict[tuple[str, str], set[str]] = {}
     for config in configs.values():

@@ -171,8 +171,8 @@ def _mad_runs(store: RunStore, runs: pd.DataFrame) -> pd.DataFrame:
     out: the backbone and the setting), ``backbone`` (with the task's options left out too), size,
     seed, task name, ``options`` (the setting, as JSON), grid point, dev score and test accuracy."""
     options = frozenset(f"task.{k}" for k in TASKS.get("mad").Options.model_fields)
-    settings = row_labels(runs, ignore=frozenset(MAD_GRID))
-    backbones = row_labels(runs, ignore=frozenset(MAD_GRID) | options)
+    settings = row_labels(runs, ignore=frozenset(MAD_GRID), across_tasks=True)
+    backbones = row_labels(runs, ignore=frozenset(MAD_GRID) | options, across_tasks=True)
     dev = dev_scores(store)
     m = store.metrics()
     test = m[(m.split == "test") & (m.metric == "accuracy") & m.length.isna()].set_index("run_id").value

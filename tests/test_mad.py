@@ -250,3 +250,42 @@ def test_mad_score_picks_on_valid_and_reports_test(fake_store):
 def test_best_lr_still_leaves_only_the_learning_rate_out(fake_store):
     table = make_table(fake_store, protocol="best-lr", task="mad/memorization")
     assert "| gru[weight_decay=0.0]" in table and "| gru[weight_decay=0.1]" in table
+
+
+def test_a_setting_varied_in_some_tasks_labels_the_whole_row(tmp_path):
+    """A longer budget run on one task only is its own row, and the runs at the study's budget
+    stay one row over every task (the old labels split them: the tasks with a longer run were
+    labelled with their steps, the others not)."""
+    store = RunStore(tmp_path)
+    info = {"dtype": "fp32", "task_version": "1",
+            "env": {"device_name": "cpu", "torch_version": "x", "python_version": "3", "git_sha": "abc"}}
+    steps = TINY_TRAIN["steps"]
+    for name, n_steps, accuracy in (("in_context_recall", steps, 0.3), ("memorization", steps, 0.9),
+                                    ("in_context_recall", 4 * steps, 1.0)):
+        cfg = RunConfig(arch="transformer", task="mad", task_options={"name": name},
+                        train=TrainConfig(**{**TINY_TRAIN, "steps": n_steps}))
+        assert store.claim(cfg)
+        store.finish(cfg.run_id, FINISHED, [Metric("valid", "accuracy", accuracy),
+                                            Metric("test", "accuracy", accuracy)], info)
+    csv = mad_table(store, "csv").splitlines()
+    header = csv[0].split(",")
+    rows = {line.split(",")[0]: dict(zip(header, line.split(","))) for line in csv[1:]}
+    assert set(rows) == {f"transformer[steps={steps}]", f"transformer[steps={4 * steps}]"}
+    assert float(rows[f"transformer[steps={steps}]"]["MAD score mean"]) == pytest.approx(0.6)
+    assert float(rows[f"transformer[steps={4 * steps}]"]["in_context_recall mean"]) == pytest.approx(1.0)
+
+
+def test_the_studys_reference_levels_sit_between_a_uniform_guess_and_recall():
+    """results/study_synthetic/mad_levels.py: guessing the value seen most often so far beats a
+    uniform guess on in-context recall (8 keys repeat over 63 pairs, so values repeat too) and
+    is far from recalling."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("mad_levels", ROOT / "results/study_synthetic/mad_levels.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = module.levels("in_context_recall", n_test=64)
+    assert found["uniform"] == 1 / 8
+    assert 0.25 < found["most frequent so far"] < 0.45

@@ -66,6 +66,8 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
         "study_synthetic/mqar_width.yaml": "90 runs, 0 already finished, 90 to run",  # 15 × 2 widths × 3 rates
         "study_synthetic/chomsky.yaml": "135 runs, 0 already finished, 135 to run",  # 15 × 3 tasks × 3 seeds
         "study_synthetic/mad.yaml": "180 runs, 0 already finished, 180 to run",  # 15 × 6 tasks × 2 rates
+        "study_synthetic/mad_transformer_steps.yaml": "3 runs, 0 already finished, 3 to run",
+        "study_synthetic/mad_short_conv.yaml": "8 runs, 0 already finished, 8 to run",  # 2 × 2 tasks × 2 kernels
         # 15 backbones × 6 numbers of training automata × 2 rates × 3 seeds; on the CPU 6 × 2 numbers
         "regbench_protocol.yaml": "540 runs, 0 already finished, 540 to run",
         "study_state_tracking/regbench.yaml": "12 runs, 0 already finished, 12 to run",

@@ -62,7 +62,7 @@ def test_committed_sweep_files_are_valid_and_dry_run(tmp_path, capsys):
         # 6 backbones × 4 depths × 3 groups × 19 lengths × 3 rates; on the CPU 4 × 3 depths × 2 groups
         "word_problem_protocol.yaml": "4104 runs, 0 already finished, 4104 to run",
         "study_state_tracking/word_problem.yaml": "24 runs, 0 already finished, 24 to run",
-        "study_synthetic/agreement_nested.yaml": "20 runs, 0 already finished, 20 to run",  # 5 × 2 grammars × 2 seeds
+        "study_synthetic/agreement_nested.yaml": "30 runs, 0 already finished, 30 to run",  # 5 × 2 grammars × 3 seeds
         "study_synthetic/mqar_width.yaml": "90 runs, 0 already finished, 90 to run",  # 15 × 2 widths × 3 rates
         "study_synthetic/chomsky.yaml": "135 runs, 0 already finished, 135 to run",  # 15 × 3 tasks × 3 seeds
         "study_synthetic/mad.yaml": "180 runs, 0 already finished, 180 to run",  # 15 × 6 tasks × 2 rates

@@ -72,9 +72,12 @@ COMMITTED_STORES = [
 def test_committed_stores_hold_their_sweep_files_runs(sweep, store, finished):
     """A committed study stays valid only while its sweep file still expands to the run ids its
     store is keyed by: a changed id would make `harness sweep` retrain every run."""
+    import contextlib
     import sqlite3
 
     planned = {c.run_id for c in expand_sweep(load_sweep_file(ROOT / "results" / sweep), "cpu")}
-    with sqlite3.connect(ROOT / "results" / store / "runs.sqlite") as db:
+    # immutable: read the committed file without writing a journal beside it
+    path = (ROOT / "results" / store / "runs.sqlite").as_uri() + "?immutable=1"
+    with contextlib.closing(sqlite3.connect(path, uri=True)) as db:
         done = {r for (r,) in db.execute("SELECT run_id FROM runs WHERE status = 'finished'")}
     assert len(planned & done) == finished

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.core.registry import TASKS, suggest  # noqa: E402
-from harness.protocol import PROTOCOLS, best_lr  # noqa: E402
+from harness.protocol import PROTOCOLS, best_lr, label_ignores  # noqa: E402
 from harness.store import FINISHED, RunStore  # noqa: E402
 from harness.rows import column_spec, columns, length_metric, row_labels, task_class, task_labels, upstream_configs  # noqa: E402
 
@@ -76,8 +76,7 @@ def _frame(store: RunStore, protocol: str = "all", families: tuple[str, ...] = (
         candidates = runs[runs.task.isin(families)].run_id
         kept, _ = best_lr(store, list(candidates))
         runs = runs[~runs.run_id.isin(candidates) | runs.run_id.isin(kept)]
-    ignore = frozenset({"lr"}) if protocol == "best-lr" else frozenset()
-    labels = row_labels(runs, ignore=ignore, upstreams=upstream_configs(store)) if not runs.empty else {}
+    labels = row_labels(runs, ignore=label_ignores(protocol), upstreams=upstream_configs(store)) if not runs.empty else {}
     tasks = task_labels(runs)
     sizes = runs.set_index("run_id")["size"]
     metrics = store.metrics()

@@ -14,6 +14,14 @@ from harness.rows import row_labels, upstream_configs
 from harness.store import RunStore
 
 PROTOCOLS = ("all", "best-lr")
+#: the setting best-lr chooses per row, and so leaves out of every row label (as do the views that
+#: give each rate a column)
+RATE = frozenset({"lr"})
+
+
+def label_ignores(protocol: str) -> frozenset[str]:
+    """The settings ``protocol`` leaves out of row labels: the rate under best-lr, none under all."""
+    return RATE if protocol == "best-lr" else frozenset()
 
 
 def dev_scores(store: RunStore) -> dict[str, float]:
@@ -56,7 +64,7 @@ def best_lr(store: RunStore, run_ids: list[str] | None = None) -> tuple[list[str
     if run_ids is not None:
         runs = runs[runs.run_id.isin(run_ids)]
     scores = dev_scores(store)
-    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
+    labels = row_labels(runs, ignore=RATE, upstreams=upstream_configs(store))
     table = pd.DataFrame([{"run_id": r.run_id, "label": labels[r.run_id],
                            "task": task_label((c := json.loads(r.config))["task"], c["task_options"]),
                            "size": r.size, "lr": c["train"]["lr"], "dev": scores.get(r.run_id, float("nan")),

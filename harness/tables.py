@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.captions import caption
 from harness.core.registry import TASKS, suggest
-from harness.protocol import PROTOCOLS, best_lr, dev_better, dev_scores
+from harness.protocol import PROTOCOLS, RATE, best_lr, dev_better, dev_scores, label_ignores
 from harness.render import cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
                           task_labels, upstream_configs)
@@ -39,7 +39,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     suggest("statistic", stat, STATS)
     if protocol == "best-lr":
         run_ids, chosen = best_lr(store, run_ids)
-        values, runs = summarise(store, run_ids, ignore=frozenset({"lr"}))
+        values, runs = summarise(store, run_ids, ignore=RATE)
         sized = len({size for _, _, size in chosen}) > 1
         picks = "; ".join(f"{label} {t}{f' ({size})' if sized else ''}: {lr:g}"
                           for (label, t, size), lr in sorted(chosen.items()))
@@ -142,8 +142,7 @@ def length_table(store: RunStore, task: str, metric: str | None = None, split: s
         runs = runs[runs.run_id.isin(kept)]
         picks = "; ".join(f"{label} ({size}): {lr:g}" for (label, _, size), lr in sorted(chosen.items()))
         stated = f"best learning rate per row by mean dev score over seeds ({picks})"
-    labels = row_labels(runs, ignore=frozenset({"lr"}) if protocol == "best-lr" else frozenset(),
-                        upstreams=upstream_configs(store))
+    labels = row_labels(runs, ignore=label_ignores(protocol), upstreams=upstream_configs(store))
     m = store.metrics()
     m = m[m.run_id.isin(runs.run_id) & (m.run_id.map(tasks) == task)]
     suggest("metric", metric, sorted(set(m[m.length.notna()].metric)))
@@ -411,7 +410,7 @@ def lr_scores(store: RunStore, run_ids: list[str] | None = None, task: str | Non
         return pd.DataFrame(columns=columns_), {}
     chosen = _task_filter(tasks.values(), task)
     runs = runs[runs.run_id.map(tasks).isin(chosen)]
-    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
+    labels = row_labels(runs, ignore=RATE, upstreams=upstream_configs(store))
     m = store.metrics()
     m = m[m.run_id.isin(runs.run_id)]
     by_run = dict(tuple(m.groupby("run_id")))
@@ -611,7 +610,7 @@ def depth_table(store: RunStore, fmt: str = "md", threshold: float = 0.99, metri
         what = f"{split} {metric}" if metric else f"a fraction-valued {split} metric"
         return f"no task stores {what} per length yet"
     runs = runs[runs.run_id.map(tasks).isin(shown)]
-    labels = row_labels(runs, ignore=frozenset({"lr"}), upstreams=upstream_configs(store))
+    labels = row_labels(runs, ignore=RATE, upstreams=upstream_configs(store))
     infos = {r.run_id: json.loads(r.info or "{}") for r in runs.itertuples()}
     depth = {r.run_id: _depth(infos[r.run_id], r.size) for r in runs.itertuples()}
     width = {r.run_id: _width(r.size) for r in runs.itertuples()}

@@ -38,9 +38,10 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
                         help="show the libraries' own progress bars, log lines and warnings (lm-eval, Ray, "
                              "W&B, Hugging Face); without it they are silenced")
     parser.add_argument("--launcher", default="local",
-                        help="local (this machine; one process per GPU) or ray (a Ray cluster)")
+                        help="local (this machine: one worker process per GPU, or per CPU core) or ray (a Ray cluster)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="local: worker processes (default: one per visible GPU, else 1); "
+                        help="local: worker processes (default: $HARNESS_WORKERS, else one per visible GPU, else one "
+                             "per CPU core up to 8 and to the runs to run, each with its share of the threads); "
                              "ray: CPUs of the local cluster it starts (default: all)")
     parser.add_argument("--address", default=None,
                         help="ray: address of a running cluster (e.g. auto); default: start a local one")
@@ -250,6 +251,16 @@ def cmd_sweep(args) -> int:
     return execute_plan(expand_sweep(sweep, device), args)
 
 
+def _workers(args, configs, store) -> int | None:
+    """The local launcher's workers: ``--workers``, else its default for these runs; the Ray
+    launcher's ``--workers`` as given (None: every CPU of the cluster it starts)."""
+    if args.launcher != "local" or args.workers is not None:
+        return args.workers
+    from harness.launchers import default_workers
+
+    return default_workers(configs, store, args.retry_failed)
+
+
 def execute_plan(configs, args) -> int:
     """Print the plan, then (unless ``--dry-run``) run it with the libraries kept quiet (unless
     ``-v``), and end with a summary a terminal can show and the full tables written to files."""
@@ -274,14 +285,15 @@ def execute_plan(configs, args) -> int:
     if args.dry_run:
         store = RunStore(args.results, create=False, missing_ok=True)  # a plan creates nothing
         statuses = {c.run_id: store.status(c.run_id) for c in configs}
-        print("\n".join(plan_lines(configs, store, args.retry_failed, args.workers)))
+        print("\n".join(plan_lines(configs, store, args.retry_failed, _workers(args, configs, store))))
         for cfg in configs:
             print(f"  {cfg.run_id}  {cfg.label:30s} {cfg.task_label:22s} size={cfg.size} seed={cfg.seed}"
                   f"  [{statuses[cfg.run_id] or 'new'}]")
         return 0
     # the plan first, from the store as it is (read only: a rejected command writes nothing)
     planned = RunStore(args.results, create=False, missing_ok=True)
-    print("plan: " + "\n".join(plan_lines(configs, planned, args.retry_failed, args.workers)), flush=True)
+    workers = _workers(args, configs, planned)
+    print("plan: " + "\n".join(plan_lines(configs, planned, args.retry_failed, workers)), flush=True)
     bars = not args.no_progress and sys.stderr.isatty()  # a log gets one line per run, not a training bar
     with quiet(verbose=args.verbose, progress=not args.no_progress):
         check_datasets(configs, args.data_dir)  # a rejected command writes nothing, not even its record
@@ -289,7 +301,7 @@ def execute_plan(configs, args) -> int:
         record_invocation(store, args.argv, getattr(args, "file", None))
         signal.signal(signal.SIGTERM, _interrupt)  # like Ctrl-C: the run in progress is released
         launch = Launch(data_dir=args.data_dir, wandb=args.wandb, retry_failed=args.retry_failed,
-                        progress=bars, workers=args.workers, address=args.address,
+                        progress=bars, workers=workers, address=args.address,
                         cpus_per_run=args.cpus_per_run, verbose=args.verbose)
         started = time.perf_counter()
         summary = LAUNCHERS[args.launcher](configs, store, launch)

@@ -142,6 +142,20 @@ class RunConfig(pydantic.BaseModel):
         return f"{self.arch}[{','.join(changed)}]" if changed else self.arch
 
 
+def expected_work(cfg: RunConfig) -> float:
+    """A run's training cost as parameters × tokens (training FLOPs are about 6·N·T): the budget's
+    steps × batch × length, times the size's non-embedding parameters (12·d²·layers for a fixed
+    width). Zero for a run that trains nothing (a zero-shot score). Relative, not a time: it
+    orders runs and shares the time left among them."""
+    from architectures.sizing import preset
+
+    if is_reference(cfg.arch) or TASKS.get(cfg.task).kind == "zero_shot":
+        return 0.0
+    size = preset(cfg.size)
+    params = size.target_params or 12 * size.d_model ** 2 * size.n_layers
+    return float(params) * cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len
+
+
 def scores_references(task: str) -> bool:
     """Whether ``task`` scores a reference model (``hf:<model>``)."""
     return getattr(TASKS.get(task), "scores_references", False)

@@ -1,9 +1,9 @@
 """Launchers: where a sweep's runs execute.
 
-- ``local``: in this process, one run after another; or, with several workers (by default one
-  per visible GPU), one process per worker, each pinned to its own GPU, all claiming runs from
-  the same store. A worker that dies is replaced; its run is redone once, then recorded as
-  failed.
+- ``local``: one process per worker (by default one per visible GPU, or per CPU core), each
+  pinned to its own GPU or given its share of the cores' threads, all claiming runs from the same
+  store, the most training first; with one worker, in this process, one run after another. A
+  worker that dies is replaced; its run is redone once, then recorded as failed.
 - ``ray``: each run is a Ray task asking for one GPU (or some CPUs) on a local or remote Ray
   cluster. Workers need neither the run store nor a shared disk: each runs in a scratch store
   and sends back its metrics and files; the driver writes them into the store.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.config import RunConfig
+from harness.config import RunConfig, expected_work
 from harness.runner import CHECKPOINT
 from harness.core.metrics import Metric
 from harness.screen import Progress, duration, environment_set, quiet, run_name
@@ -40,7 +40,7 @@ class Launch:
     wandb: bool = False
     retry_failed: bool = False
     progress: bool = True
-    #: local: worker processes (None: one per visible GPU for CUDA runs, else 1);
+    #: local: worker processes (None: ``default_workers``);
     #: ray: CPUs of the local cluster it starts (None: all)
     workers: int | None = None
     #: ray: cluster address (None: start a local cluster)
@@ -63,11 +63,47 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+#: the most worker processes a CPU sweep starts unasked: each holds its own libraries, datasets
+#: and model (about 2 GB at the smoke budget)
+CPU_WORKERS_MAX = 8
+#: the environment variable that sets the local launcher's default number of workers
+WORKERS_VARIABLE = "HARNESS_WORKERS"
+
+
+def default_workers(configs: list[RunConfig], store: RunStore, retry_failed: bool = False) -> int:
+    """Local workers when ``--workers`` is not given: ``$HARNESS_WORKERS`` if set; else one per
+    visible GPU for CUDA runs; else, on the CPU, one per core (at most ``CPU_WORKERS_MAX``), each
+    with its share of the cores' threads; never more than there are runs to run. Small models use
+    a core better alone than sharing two: on 2 cores the README's main command took 15.6 minutes
+    as one process with two threads, 11.0 as two workers with one each (docs/running.md)."""
+    if os.environ.get(WORKERS_VARIABLE):
+        try:
+            workers = int(os.environ[WORKERS_VARIABLE])
+        except ValueError:
+            workers = 0
+        if workers < 1:
+            raise ValueError(f"${WORKERS_VARIABLE} must be a whole number of at least 1, "
+                             f"not {os.environ[WORKERS_VARIABLE]!r}")
+        return workers
+    todo = sum(left_to_run(store.status(cfg.run_id), retry_failed) for cfg in configs)
+    if any(cfg.device.startswith("cuda") for cfg in configs):
+        return max(1, min(visible_gpus(), todo))
+    return max(1, min(os.cpu_count() or 1, CPU_WORKERS_MAX, todo))
+
+
+def claim_order(configs: list[RunConfig]) -> list[RunConfig]:
+    """The order workers claim runs in: the most work first, so that no long run starts last while
+    the other workers sit idle; a run never before the upstream run it starts from (it waits at
+    most for that run's work), else in plan order among equals."""
+    key: dict[str, float] = {}
+    for cfg in configs:  # an upstream run precedes its dependents in the plan
+        work = expected_work(cfg)
+        key[cfg.run_id] = min(work, key[cfg.upstream]) if cfg.upstream in key else work
+    return sorted(configs, key=lambda cfg: -key[cfg.run_id])
+
+
 def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=print) -> SweepSummary:
-    workers = launch.workers
-    if workers is None:
-        uses_gpu = any(cfg.device.startswith("cuda") for cfg in configs)
-        workers = max(1, visible_gpus()) if uses_gpu else 1
+    workers = launch.workers or default_workers(configs, store, launch.retry_failed)
     if workers == 1:
         return run_sweep(configs, store, data_dir=launch.data_dir, tracker_factory=_tracker(launch),
                          retry_failed=launch.retry_failed, progress=launch.progress, log=log)
@@ -121,9 +157,10 @@ def _run_workers(configs, store: RunStore, launch: Launch, workers: int, log) ->
     deaths: dict[str, int] = {}
     slots: dict[int, int] = {}  # worker pid → slot
     progress = _WorkerProgress(configs, store, before, launch.retry_failed, workers, slots, log)
+    ordered = claim_order(configs)
 
     def start(slot):
-        process = context.Process(target=_worker, args=(slot, gpus, configs, str(store.root), launch),
+        process = context.Process(target=_worker, args=(slot, gpus, ordered, str(store.root), launch),
                                   name=f"harness-worker-{slot}")
         with environment_set({} if gpus else thread_env(workers)):
             process.start()

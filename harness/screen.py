@@ -100,19 +100,25 @@ class Progress:
     outcome, the time since the start, and about how long the rest will take. Runs still to do
     are timed as the plan times them (this store's finished runs of the same task, size and
     budget, which include those this sweep has just run); runs with no such run are timed at
-    this sweep's own pace so far. ``workers`` run side by side: the stored times are shared
-    among them."""
+    this sweep's own pace so far, in training work (``expected_work``: the runs it has trained
+    took this long for this much work), or per run while it has trained none. ``workers`` run
+    side by side: the stored times are shared among them."""
 
     def __init__(self, configs, store: RunStore, clock=time.perf_counter, workers: int = 1):
+        from harness.config import expected_work
+
         self.configs, self.store, self.clock, self.workers = list(configs), store, clock, workers
+        self.work = {c.run_id: expected_work(c) for c in self.configs}
         self.done: set[str] = set()
         self.executed = 0
+        self.work_done = 0.0
         self.started = clock()
 
     def line(self, name: str, run_id: str, outcome: str, executed: bool = True) -> str:
         """Count the run as done (``executed``: run here, not skipped) and return its line."""
         self.done.add(run_id)
         self.executed += executed
+        self.work_done += self.work.get(run_id, 0.0) if executed else 0.0
         elapsed = self.clock() - self.started
         text = f"[{len(self.done)}/{len(self.configs)}] {name}: {outcome} · {duration(elapsed)} elapsed"
         runs = self.store.runs()
@@ -124,7 +130,9 @@ class Progress:
         seconds /= min(self.workers, len(rest))
         if unknown and not self.executed:
             return text
-        if unknown:
+        if unknown and self.work_done:
+            seconds += elapsed * sum(self.work[c.run_id] for c in unknown) / self.work_done
+        elif unknown:
             seconds += len(unknown) * elapsed / self.executed
         return f"{text}, about {duration(seconds)} left"
 

@@ -8,6 +8,9 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HARNESS_DATA_OFFLINE", "1")  # no test downloads a dataset unless it says so
+# runs stay in the test's process, where its monkeypatches reach them; the tests of the local
+# workers ask for workers, and tests/test_launchers.py checks the default itself
+os.environ["HARNESS_WORKERS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -272,3 +272,103 @@ def test_workers_leave_the_dataset_check_to_the_process_that_started_them(tmp_pa
         signal.signal(signal.SIGTERM, handler)
     assert len(calls) == 1 and calls[0]["check"] is False
     assert calls[0]["log"] is launchers._silent, "the progress line is the starting process's"
+
+
+# ---------------------------------------------------------------- the local launcher's defaults
+
+def _main_command_configs():
+    from harness.sweep import expand, selected_tasks
+
+    return expand(["lstm", "transformer"], selected_tasks(["all"]))
+
+
+@pytest.mark.parametrize("cores, runs, finished, expected", [
+    (2, 26, 0, 2),  # the README's main command on 2 cores: a worker per core
+    (2, 1, 0, 1),  # one run: one process with every thread, as before
+    (2, 26, 25, 1),  # one run left to run
+    (64, 26, 0, 8),  # no more than CPU_WORKERS_MAX unasked
+    (1, 26, 0, 1),
+])
+def test_cpu_runs_get_a_worker_per_core_by_default(tmp_path, monkeypatch, cores, runs, finished, expected):
+    from harness.launchers import CPU_WORKERS_MAX, default_workers
+
+    monkeypatch.delenv("HARNESS_WORKERS")
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    configs = _main_command_configs()[:runs]
+    store = RunStore(tmp_path)
+    for cfg in configs[:finished]:
+        store.claim(cfg)
+        store.finish(cfg.run_id, "finished", [], {})
+    assert CPU_WORKERS_MAX == 8
+    assert default_workers(configs, store) == expected
+
+
+def test_the_workers_variable_sets_the_default_and_a_bad_value_is_refused(tmp_path, monkeypatch):
+    from harness.launchers import default_workers
+
+    configs, store = _main_command_configs(), RunStore(tmp_path)
+    monkeypatch.setenv("HARNESS_WORKERS", "3")
+    assert default_workers(configs, store) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("HARNESS_WORKERS", bad)
+        with pytest.raises(ValueError, match=rf"HARNESS_WORKERS must be .* not '{bad}'"):
+            default_workers(configs, store)
+
+
+def test_gpu_runs_get_a_worker_per_visible_gpu_by_default(tmp_path, monkeypatch):
+    from harness import launchers
+    from harness.sweep import expand
+
+    monkeypatch.delenv("HARNESS_WORKERS")
+    monkeypatch.setattr(launchers, "visible_gpus", lambda: 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    configs = expand(["lstm"], ["lm"], device="cuda", seeds=[0, 1, 2, 3, 4, 5])
+    assert launchers.default_workers(configs, RunStore(tmp_path)) == 4
+    assert launchers.default_workers(configs[:2], RunStore(tmp_path)) == 2  # no more than the runs
+
+
+def test_workers_claim_the_most_work_first_and_never_a_run_before_its_upstream():
+    from harness.launchers import claim_order, expected_work
+
+    configs = _main_command_configs()
+    ordered = claim_order(configs)
+    assert sorted(c.run_id for c in ordered) == sorted(c.run_id for c in configs)
+    # mt's budget is the largest of the main command's, and a zero-shot score trains nothing
+    assert {(c.arch, c.task) for c in ordered[:2]} == {("lstm", "mt"), ("transformer", "mt")}
+    zero_shot = {"agreement_lm", "figqa", "wsc273", "blimp_agreement", "marvin_linzen"}
+    assert {c.task for c in ordered[-10:]} == zero_shot and all(expected_work(c) == 0 for c in ordered[-10:])
+    position = {c.run_id: i for i, c in enumerate(ordered)}
+    dependents = [c for c in configs if c.upstream]
+    assert {c.task for c in dependents} == zero_shot | {"figqa_ft"}
+    assert all(position[c.upstream] < position[c.run_id] for c in dependents)
+    work = [expected_work(c) for c in ordered if not c.upstream]
+    assert work == sorted(work, reverse=True)
+
+
+def test_a_fine_tuned_run_costlier_than_its_upstream_still_follows_it():
+    from harness.launchers import claim_order, expected_work
+    from harness.sweep import expand
+
+    up, ft = expand(["gru"], ["figqa_ft"])
+    ft = ft.model_copy(update={"train": ft.train.model_copy(update={"steps": 100_000})})
+    assert ft.upstream == up.run_id and expected_work(ft) > expected_work(up)
+    other = expand(["lstm"], ["agreement"])
+    assert expected_work(other[0]) < expected_work(up)
+    assert [c.run_id for c in claim_order([up, ft, *other])] == [up.run_id, ft.run_id, other[0].run_id]
+
+
+def test_a_multi_run_command_uses_a_worker_per_core_unasked(tmp_path, data_dir, capfd, monkeypatch):
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("needs two CPU cores")
+    monkeypatch.delenv("HARNESS_WORKERS")
+    args = ["run", "--arch", "gru", "--tasks", "agreement", "--seeds", "0,1", "--device", "cpu",
+            "--data-dir", data_dir, "--no-progress", "--results", tmp_path, *TINY_SETS]
+    assert harness(*args) == 0
+    out = capfd.readouterr().out
+    assert "local launcher: 2 worker processes on the CPU" in out
+    assert len(re.findall(r": finished in \d+ s \(worker [01]\) · ", out)) == 2, out
+    share = max(1, cores // 2)
+    for info in RunStore(tmp_path).runs()["info"]:
+        env = json.loads(info)["env"]
+        assert (env["threads"], env["blas_threads"]) == (share, share), env

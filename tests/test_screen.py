@@ -204,20 +204,23 @@ def test_the_progress_line_counts_runs_and_times_the_rest_by_the_store_then_the_
     store.claim(gru_lm)
     _record(store, gru_lm, wall=30.0)
     now[0] = 120.0
-    # cnn lm is timed by gru lm's 30 s; the two agreement runs at this sweep's pace, 20 s a run
+    # cnn lm is timed by gru lm's 30 s; the two agreement runs at this sweep's pace in training
+    # work: lm's 400 steps of 32×64 tokens took 20 s, so agreement's 600 of 64×8 (3/8 of that
+    # work, at the same size) take 7.5 s each, not 20 as a run-by-run pace would have it
     assert progress.line("gru lm", gru_lm.run_id, "finished in 20 s") == \
-        "[1/4] gru lm: finished in 20 s · 20 s elapsed, about 70 s left"
+        "[1/4] gru lm: finished in 20 s · 20 s elapsed, about 45 s left"
     now[0] = 130.0
     store.claim(gru_agreement)
     store.finish(gru_agreement.run_id, "failed", [], {}, "recorded before this sweep")
     assert progress.skipped(gru_agreement) == f"[2/4] {run_name(gru_agreement)}: failed, skipped · 30 s elapsed, " \
-        "about 60 s left"  # 30 + 30 s per run
+        "about 41 s left"  # 30 + 3/8 of 30 s: a skipped run adds no work done
     store.claim(cnn_lm)
     _record(store, cnn_lm, wall=50.0)
     now[0] = 180.0
-    # the lm runs' median (40 s) no longer matters: the only run left is an agreement run
+    # the lm runs' median (40 s) no longer matters: the only run left is an agreement run, at
+    # 3/8 of one lm run's work, and two took 80 s
     assert progress.line("cnn lm", cnn_lm.run_id, "finished") == \
-        "[3/4] cnn lm: finished · 80 s elapsed, about 40 s left"
+        "[3/4] cnn lm: finished · 80 s elapsed, about 15 s left"
     assert progress.line("cnn agreement", cnn_agreement.run_id, "finished") == \
         "[4/4] cnn agreement: finished · 80 s elapsed"
 
@@ -233,6 +236,18 @@ def test_workers_share_the_stored_times_of_the_runs_left(tmp_path):
     _record(store, gru_lm, wall=30.0)
     # two lm runs left at gru lm's 30 s each, two workers: about 30 s, not 60
     assert progress.line("gru lm", gru_lm.run_id, "finished") == "[1/3] gru lm: finished · 0 s elapsed, about 30 s left"
+
+
+def test_runs_that_trained_nothing_are_paced_per_run(tmp_path):
+    from harness.screen import Progress
+    from harness.sweep import expand
+
+    store = RunStore(tmp_path)
+    lm, figqa, wsc = expand(["gru"], ["figqa", "wsc273"])
+    now = [0.0]
+    progress = Progress([figqa, wsc], store, clock=lambda: now[0])
+    now[0] = 6.0  # a zero-shot score has no training work to pace the rest by
+    assert progress.line("gru figqa", figqa.run_id, "finished") == "[1/2] gru figqa: finished · 6 s elapsed, about 6 s left"
 
 
 def test_a_sweep_that_has_run_nothing_yet_gives_no_pace_to_time_by(tmp_path):

@@ -144,7 +144,7 @@ class RunConfig(pydantic.BaseModel):
 
 def expected_work(cfg: RunConfig) -> float:
     """A run's training cost as parameters × tokens (training FLOPs are about 6·N·T): the budget's
-    steps × batch × length, times the size's non-embedding parameters (12·d²·layers for a fixed
+    steps taken × batch × length, times the size's non-embedding parameters (12·d²·layers for a fixed
     width). Zero for a run that trains nothing (a zero-shot score). Relative, not a time: it
     orders runs and shares the time left among them."""
     from architectures.sizing import preset
@@ -153,7 +153,7 @@ def expected_work(cfg: RunConfig) -> float:
         return 0.0
     size = preset(cfg.size)
     params = size.target_params or 12 * size.d_model ** 2 * size.n_layers
-    return float(params) * cfg.train.steps * cfg.train.batch_size * cfg.train.seq_len
+    return float(params) * cfg.train.total_steps * cfg.train.batch_size * cfg.train.seq_len
 
 
 def scores_references(task: str) -> bool:

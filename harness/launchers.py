@@ -73,7 +73,8 @@ WORKERS_VARIABLE = "HARNESS_WORKERS"
 def default_workers(configs: list[RunConfig], store: RunStore, retry_failed: bool = False) -> int:
     """Local workers when ``--workers`` is not given: ``$HARNESS_WORKERS`` if set; else one per
     visible GPU for CUDA runs; else, on the CPU, one per core (at most ``CPU_WORKERS_MAX``), each
-    with its share of the cores' threads; never more than there are runs to run. Small models use
+    with its share of the cores' threads; never more than there are runs that can start at once
+    (a run waits for the model it scores or tunes to be trained). Small models use
     a core better alone than sharing two: on 2 cores the README's main command took 15.6 minutes
     as one process with two threads, 11.0 as two workers with one each (docs/running.md)."""
     if os.environ.get(WORKERS_VARIABLE):
@@ -85,21 +86,39 @@ def default_workers(configs: list[RunConfig], store: RunStore, retry_failed: boo
             raise ValueError(f"${WORKERS_VARIABLE} must be a whole number of at least 1, "
                              f"not {os.environ[WORKERS_VARIABLE]!r}")
         return workers
-    todo = sum(left_to_run(store.status(cfg.run_id), retry_failed) for cfg in configs)
+    todo = {cfg.run_id for cfg in configs if left_to_run(store.status(cfg.run_id), retry_failed)}
+    # a run that scores or tunes a model still to be trained cannot start beside that run
+    ready = sum(cfg.run_id in todo and cfg.upstream not in todo for cfg in configs)
     if any(cfg.device.startswith("cuda") for cfg in configs):
-        return max(1, min(visible_gpus(), todo))
-    return max(1, min(os.cpu_count() or 1, CPU_WORKERS_MAX, todo))
+        return max(1, min(visible_gpus(), ready))
+    return max(1, min(usable_cores(), CPU_WORKERS_MAX, ready))
 
 
 def claim_order(configs: list[RunConfig]) -> list[RunConfig]:
     """The order workers claim runs in: the most work first, so that no long run starts last while
-    the other workers sit idle; a run never before the upstream run it starts from (it waits at
-    most for that run's work), else in plan order among equals."""
-    key: dict[str, float] = {}
-    for cfg in configs:  # an upstream run precedes its dependents in the plan
-        work = expected_work(cfg)
-        key[cfg.run_id] = min(work, key[cfg.upstream]) if cfg.upstream in key else work
-    return sorted(configs, key=lambda cfg: -key[cfg.run_id])
+    the other workers sit idle; a run never before the upstream run it starts from (it counts as
+    no more work than that run, and sorts after it among equals), else in plan order among equals."""
+    by_id = {cfg.run_id: cfg for cfg in configs}
+    key: dict[str, tuple[float, int]] = {}
+
+    def rank(cfg: RunConfig) -> tuple[float, int]:  # (work, depth in the chain of upstream runs)
+        if cfg.run_id not in key:
+            work, depth = expected_work(cfg), 0
+            if cfg.upstream in by_id:
+                up_work, up_depth = rank(by_id[cfg.upstream])
+                work, depth = min(work, up_work), up_depth + 1
+            key[cfg.run_id] = (work, depth)
+        return key[cfg.run_id]
+
+    return sorted(configs, key=lambda cfg: (-rank(cfg)[0], rank(cfg)[1]))
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity: a container's share, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
 
 
 def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=print) -> SweepSummary:
@@ -118,7 +137,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 def thread_env(workers: int) -> dict[str, str]:
     """The environment of one of ``workers`` CPU workers: its share of the cores' threads."""
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    threads = str(max(1, usable_cores() // workers))
     return {name: threads for name in THREAD_VARIABLES}
 
 
@@ -128,7 +147,7 @@ def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     else:  # CPU workers share the cores
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // launch.workers))
+        torch.set_num_threads(max(1, usable_cores() // launch.workers))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with quiet(verbose=launch.verbose, progress=False):  # as the process that started it

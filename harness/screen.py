@@ -101,8 +101,10 @@ class Progress:
     are timed as the plan times them (this store's finished runs of the same task, size and
     budget, which include those this sweep has just run); runs with no such run are timed at
     this sweep's own pace so far, in training work (``expected_work``: the runs it has trained
-    took this long for this much work), or per run while it has trained none. ``workers`` run
-    side by side: the stored times are shared among them."""
+    took this long for this much work), or per run while it has trained none; a run that trains
+    nothing (a zero-shot score) at the median time of the plan's finished ones, and not at all
+    before one has finished. ``workers`` run side by side: the stored times are shared among
+    them."""
 
     def __init__(self, configs, store: RunStore, clock=time.perf_counter, workers: int = 1):
         from harness.config import expected_work
@@ -127,14 +129,26 @@ class Progress:
         if not rest:
             return text
         seconds, _, unknown = estimate(rest, self.store)
-        seconds /= min(self.workers, len(rest))
+        side_by_side = min(self.workers, len(rest))
+        seconds /= side_by_side
         if unknown and not self.executed:
             return text
         if unknown and self.work_done:
+            scored = [c for c in unknown if not self.work[c.run_id]]
             seconds += elapsed * sum(self.work[c.run_id] for c in unknown) / self.work_done
+            seconds += len(scored) * self._scored_run_seconds(runs) / side_by_side
         elif unknown:
             seconds += len(unknown) * elapsed / self.executed
-        return f"{text}, about {duration(seconds)} left"
+        return f"{text}, about {duration(seconds)} left" if seconds else text
+
+    def _scored_run_seconds(self, runs) -> float:
+        """The median time of this plan's finished runs that trained nothing (0 before one has)."""
+        scored = set(runs.run_id[runs.status == FINISHED]) & {r for r, w in self.work.items() if not w}
+        if not scored:
+            return 0.0
+        metrics = self.store.metrics()
+        wall = metrics[(metrics.metric == "wall_time_s") & metrics.run_id.isin(scored)].value
+        return float(wall.median()) if len(wall) else 0.0
 
     def skipped(self, cfg) -> str:
         """Count a run this process leaves alone (recorded already, or running in another process)

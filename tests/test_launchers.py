@@ -234,7 +234,9 @@ def test_local_workers_keep_the_libraries_as_quiet_as_the_command_does(tmp_path,
     assert {line.split(" ")[2] for line in lines} == {"lm", "wsc273"}
     assert all(re.search(r": finished in \d+ s \(worker [01]\) · ", line) for line in lines), lines
     assert "skipped" not in out
-    share = max(1, (os.cpu_count() or 1) // 2)  # each worker's torch and BLAS threads: half the cores
+    from harness.launchers import usable_cores
+
+    share = max(1, usable_cores() // 2)  # each worker's torch and BLAS threads: half the cores
     for info in RunStore(tmp_path).runs()["info"]:
         env = json.loads(info)["env"]
         assert (env["threads"], env["blas_threads"]) == (share, share), env
@@ -287,20 +289,50 @@ def _main_command_configs():
     (2, 1, 0, 1),  # one run: one process with every thread, as before
     (2, 26, 25, 1),  # one run left to run
     (64, 26, 0, 8),  # no more than CPU_WORKERS_MAX unasked
+    (64, 4, 0, 4),  # no more than the runs
     (1, 26, 0, 1),
 ])
 def test_cpu_runs_get_a_worker_per_core_by_default(tmp_path, monkeypatch, cores, runs, finished, expected):
+    from harness import launchers
     from harness.launchers import CPU_WORKERS_MAX, default_workers
 
     monkeypatch.delenv("HARNESS_WORKERS")
-    monkeypatch.setattr(os, "cpu_count", lambda: cores)
-    configs = _main_command_configs()[:runs]
+    monkeypatch.setattr(launchers, "usable_cores", lambda: cores)
+    configs = [c for c in _main_command_configs() if not c.upstream][:runs]
     store = RunStore(tmp_path)
     for cfg in configs[:finished]:
         store.claim(cfg)
         store.finish(cfg.run_id, "finished", [], {})
     assert CPU_WORKERS_MAX == 8
     assert default_workers(configs, store) == expected
+
+
+def test_runs_waiting_for_one_model_count_as_one(tmp_path, monkeypatch):
+    from harness import launchers
+    from harness.sweep import expand
+
+    monkeypatch.delenv("HARNESS_WORKERS")
+    monkeypatch.setattr(launchers, "usable_cores", lambda: 8)
+    store = RunStore(tmp_path)
+    # an lm run and the five suites that score it: nothing can run beside the lm run
+    one_model = expand(["gru"], ["lm", "agreement_lm", "figqa", "wsc273", "blimp_agreement", "marvin_linzen"])
+    assert len(one_model) == 6 and launchers.default_workers(one_model, store) == 1
+    assert launchers.default_workers(expand(["gru", "lstm", "cnn"], ["figqa"]), store) == 3
+    lm = one_model[0]
+    store.claim(lm)
+    store.finish(lm.run_id, "finished", [], {})
+    assert launchers.default_workers(one_model, store) == 5  # once it is trained, they can
+
+
+def test_usable_cores_are_this_process_s_not_the_host_s(monkeypatch):
+    from harness.launchers import thread_env, usable_cores
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host's, in a container limited to two
+    assert usable_cores() == 2
+    assert thread_env(2)["OMP_NUM_THREADS"] == "1"
 
 
 def test_the_workers_variable_sets_the_default_and_a_bad_value_is_refused(tmp_path, monkeypatch):
@@ -321,7 +353,6 @@ def test_gpu_runs_get_a_worker_per_visible_gpu_by_default(tmp_path, monkeypatch)
 
     monkeypatch.delenv("HARNESS_WORKERS")
     monkeypatch.setattr(launchers, "visible_gpus", lambda: 4)
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
     configs = expand(["lstm"], ["lm"], device="cuda", seeds=[0, 1, 2, 3, 4, 5])
     assert launchers.default_workers(configs, RunStore(tmp_path)) == 4
     assert launchers.default_workers(configs[:2], RunStore(tmp_path)) == 2  # no more than the runs
@@ -345,6 +376,24 @@ def test_workers_claim_the_most_work_first_and_never_a_run_before_its_upstream()
     assert work == sorted(work, reverse=True)
 
 
+def test_the_claim_order_keeps_upstream_runs_first_whatever_order_it_is_given():
+    from harness.launchers import claim_order
+
+    configs = _main_command_configs()
+    for given in (configs[::-1], sorted(configs, key=lambda c: c.run_id)):
+        position = {c.run_id: i for i, c in enumerate(claim_order(given))}
+        assert all(position[c.upstream] < position[c.run_id] for c in configs if c.upstream)
+
+
+def test_a_token_budget_counts_the_steps_it_takes():
+    from harness.config import expected_work
+    from harness.sweep import expand
+
+    full, capped = expand(["gru"], ["agreement"], overrides={"token_budget": [None, 64 * 8 * 100]})
+    assert capped.train.total_steps == 100 and full.train.total_steps == 600
+    assert expected_work(capped) == pytest.approx(expected_work(full) / 6)
+
+
 def test_a_fine_tuned_run_costlier_than_its_upstream_still_follows_it():
     from harness.launchers import claim_order, expected_work
     from harness.sweep import expand
@@ -358,17 +407,41 @@ def test_a_fine_tuned_run_costlier_than_its_upstream_still_follows_it():
 
 
 def test_a_multi_run_command_uses_a_worker_per_core_unasked(tmp_path, data_dir, capfd, monkeypatch):
-    cores = os.cpu_count() or 1
+    from harness.launchers import usable_cores
+
+    cores = usable_cores()
     if cores < 2:
         pytest.skip("needs two CPU cores")
     monkeypatch.delenv("HARNESS_WORKERS")
-    args = ["run", "--arch", "gru", "--tasks", "agreement", "--seeds", "0,1", "--device", "cpu",
+    # three sizes in plan order tiny (0.5M parameters), d64 (0.1M), d256 (1.6M): the workers claim
+    # d256 and tiny first, and d64, the least work, last
+    args = ["run", "--arch", "gru", "--tasks", "agreement", "--size", "tiny,d64,d256", "--device", "cpu",
             "--data-dir", data_dir, "--no-progress", "--results", tmp_path, *TINY_SETS]
     assert harness(*args) == 0
     out = capfd.readouterr().out
     assert "local launcher: 2 worker processes on the CPU" in out
-    assert len(re.findall(r": finished in \d+ s \(worker [01]\) · ", out)) == 2, out
+    assert len(re.findall(r": finished in \d+ s \(worker [01]\) · ", out)) == 3, out
+    runs = RunStore(tmp_path).runs()
+    assert list(runs.sort_values("started_at")["size"])[-1] == "d64", runs[["size", "started_at"]]
     share = max(1, cores // 2)
-    for info in RunStore(tmp_path).runs()["info"]:
+    for info in runs["info"]:
         env = json.loads(info)["env"]
         assert (env["threads"], env["blas_threads"]) == (share, share), env
+
+
+def test_the_flag_beats_the_variable_and_ray_keeps_its_own_meaning(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from harness import launchers
+    from harness.cli import _workers
+
+    configs, store = [c for c in _main_command_configs() if not c.upstream], RunStore(tmp_path)
+    monkeypatch.delenv("HARNESS_WORKERS")
+    monkeypatch.setattr(launchers, "usable_cores", lambda: 2)
+    local = Namespace(launcher="local", workers=None, retry_failed=False)
+    assert _workers(local, configs, store) == 2
+    monkeypatch.setenv("HARNESS_WORKERS", "3")
+    assert _workers(local, configs, store) == 3
+    assert _workers(Namespace(launcher="local", workers=1, retry_failed=False), configs, store) == 1
+    # Ray's --workers is the CPUs of the cluster it starts: None (all) unless given
+    assert _workers(Namespace(launcher="ray", workers=None, retry_failed=False), configs, store) is None

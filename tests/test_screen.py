@@ -238,6 +238,29 @@ def test_workers_share_the_stored_times_of_the_runs_left(tmp_path):
     assert progress.line("gru lm", gru_lm.run_id, "finished") == "[1/3] gru lm: finished · 0 s elapsed, about 30 s left"
 
 
+def test_runs_that_train_nothing_are_timed_by_those_that_have_finished(tmp_path):
+    from harness.screen import Progress
+    from harness.sweep import expand
+
+    store = RunStore(tmp_path)
+    lm, figqa, wsc = expand(["gru"], ["figqa", "wsc273"])
+    agreement, = expand(["gru"], ["agreement"])
+    now = [0.0]
+    progress = Progress([lm, figqa, wsc, agreement], store, clock=lambda: now[0])
+    store.claim(lm)
+    _record(store, lm, wall=20.0)
+    now[0] = 20.0
+    # agreement at lm's pace in training work (3/8 of it: 7.5 s); the two scores, which train
+    # nothing, are not timed before one of them has finished
+    assert progress.line("gru lm", lm.run_id, "finished") == "[1/4] gru lm: finished · 20 s elapsed, about 8 s left"
+    store.claim(figqa)
+    _record(store, figqa, wall=6.0)
+    now[0] = 26.0
+    # wsc273 at figqa's 6 s; agreement at 3/8 of the 26 s that one lm run's work took so far
+    assert progress.line("gru figqa", figqa.run_id, "finished") == \
+        "[2/4] gru figqa: finished · 26 s elapsed, about 16 s left"
+
+
 def test_runs_that_trained_nothing_are_paced_per_run(tmp_path):
     from harness.screen import Progress
     from harness.sweep import expand

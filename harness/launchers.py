@@ -76,7 +76,7 @@ def default_workers(configs: list[RunConfig], store: RunStore, retry_failed: boo
     with its share of the cores' threads; never more than there are runs that can start at once
     (a run waits for the model it scores or tunes to be trained). Small models use
     a core better alone than sharing two: on 2 cores the README's main command took 15.6 minutes
-    as one process with two threads, 11.0 as two workers with one each (docs/running.md)."""
+    as one process with two threads, 10.7-11.0 as two workers with one each (docs/running.md)."""
     if os.environ.get(WORKERS_VARIABLE):
         try:
             workers = int(os.environ[WORKERS_VARIABLE])

@@ -64,7 +64,10 @@ def ours(data_dir, tmp_path_factory):
     """Our ``wsc273_partial`` task, loaded by lm-eval from the suite's rendered YAML."""
     cls = TASKS.get("wsc273")
     manager = cls(cls.Options(), data_dir).task_manager(str(tmp_path_factory.mktemp("wsc273")))
-    (task,) = manager.load_task_or_group(["wsc273_partial"]).values()
+    if hasattr(manager, "load"):  # newer lm-eval, where load_task_or_group is deprecated
+        (task,) = manager.load(["wsc273_partial"])["tasks"].values()
+    else:
+        (task,) = manager.load_task_or_group(["wsc273_partial"]).values()
     return task
 
 

@@ -41,7 +41,8 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
                         help="local (this machine: one worker process per GPU, or per CPU core) or ray (a Ray cluster)")
     parser.add_argument("--workers", type=int, default=None,
                         help="local: worker processes (default: $HARNESS_WORKERS, else one per visible GPU, else one "
-                             "per CPU core up to 8 and to the runs to run, each with its share of the threads); "
+                             "per CPU core up to 8 and to the runs that can start at once, each with its share of the "
+                             "threads); "
                              "ray: CPUs of the local cluster it starts (default: all)")
     parser.add_argument("--address", default=None,
                         help="ray: address of a running cluster (e.g. auto); default: start a local one")

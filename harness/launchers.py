@@ -114,7 +114,8 @@ def claim_order(configs: list[RunConfig]) -> list[RunConfig]:
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity: a container's share, not the host's)."""
+    """The CPU cores this process may run on: its affinity (a container's cpuset, not the host's
+    cores; a CPU quota without a cpuset is not seen)."""
     try:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:  # no affinity on this platform
@@ -122,7 +123,9 @@ def usable_cores() -> int:
 
 
 def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=print) -> SweepSummary:
-    workers = launch.workers or default_workers(configs, store, launch.retry_failed)
+    workers = launch.workers
+    if workers is None:
+        workers = default_workers(configs, store, launch.retry_failed)
     if workers == 1:
         return run_sweep(configs, store, data_dir=launch.data_dir, tracker_factory=_tracker(launch),
                          retry_failed=launch.retry_failed, progress=launch.progress, log=log)
@@ -135,9 +138,14 @@ def run_local(configs: list[RunConfig], store: RunStore, launch: Launch, log=pri
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def thread_share(workers: int) -> int:
+    """The threads each of ``workers`` CPU workers gets: its share of the cores."""
+    return max(1, usable_cores() // workers)
+
+
 def thread_env(workers: int) -> dict[str, str]:
     """The environment of one of ``workers`` CPU workers: its share of the cores' threads."""
-    threads = str(max(1, usable_cores() // workers))
+    threads = str(thread_share(workers))
     return {name: threads for name in THREAD_VARIABLES}
 
 
@@ -147,7 +155,7 @@ def _worker(slot: int, gpus: int, configs, root: str, launch: Launch) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     else:  # CPU workers share the cores
         import torch
-        torch.set_num_threads(max(1, usable_cores() // launch.workers))
+        torch.set_num_threads(thread_share(launch.workers))
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with quiet(verbose=launch.verbose, progress=False):  # as the process that started it

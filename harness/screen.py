@@ -134,20 +134,21 @@ class Progress:
         if unknown and not self.executed:
             return text
         if unknown and self.work_done:
-            scored = [c for c in unknown if not self.work[c.run_id]]
+            zero_shot = [c for c in unknown if not self.work[c.run_id]]
             seconds += elapsed * sum(self.work[c.run_id] for c in unknown) / self.work_done
-            seconds += len(scored) * self._scored_run_seconds(runs) / side_by_side
+            seconds += len(zero_shot) * self._zero_shot_seconds(runs) / side_by_side
         elif unknown:
             seconds += len(unknown) * elapsed / self.executed
         return f"{text}, about {duration(seconds)} left" if seconds else text
 
-    def _scored_run_seconds(self, runs) -> float:
+    def _zero_shot_seconds(self, runs) -> float:
         """The median time of this plan's finished runs that trained nothing (0 before one has)."""
-        scored = set(runs.run_id[runs.status == FINISHED]) & {r for r, w in self.work.items() if not w}
-        if not scored:
+        zero_shot = set(runs.run_id[runs.status == FINISHED]) & {r for r, w in self.work.items() if not w}
+        if not zero_shot:
             return 0.0
         metrics = self.store.metrics()
-        wall = metrics[(metrics.metric == "wall_time_s") & metrics.run_id.isin(scored)].value
+        wall = metrics[(metrics.split == "run") & (metrics.metric == "wall_time_s")
+                       & metrics.run_id.isin(zero_shot)].value
         return float(wall.median()) if len(wall) else 0.0
 
     def skipped(self, cfg) -> str:

@@ -14,8 +14,12 @@ import time
 import warnings
 from functools import partialmethod
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.store import FAILED_STATUSES, FINISHED, RunStore, left_to_run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: screen width the plan, the summary and the file list keep to
 WIDTH = 120
@@ -56,6 +60,12 @@ def _budget_key(cfg_json: dict) -> tuple:
     return (train["steps"], train["batch_size"], train["seq_len"], str(cfg_json["device"]).split(":")[0])
 
 
+def wall_times(store: RunStore) -> pd.Series:
+    """Each recorded run's wall time in seconds, by run id."""
+    metrics = store.metrics()
+    return metrics[(metrics.split == "run") & (metrics.metric == "wall_time_s")].set_index("run_id").value
+
+
 def estimate(configs, store: RunStore) -> tuple[float, list, list]:
     """(seconds, configs estimated, configs not estimated): each config's time is the median
     wall time of the store's finished runs of the same task label, size and budget (steps, batch,
@@ -66,8 +76,7 @@ def estimate(configs, store: RunStore) -> tuple[float, list, list]:
     runs = runs[runs.status == FINISHED]
     if runs.empty:
         return 0.0, [], list(configs)
-    metrics = store.metrics()
-    wall = metrics[(metrics.split == "run") & (metrics.metric == "wall_time_s")].set_index("run_id").value
+    wall = wall_times(store)
     labels = task_labels(runs)
     seen: dict[tuple, list[float]] = {}
     for r in runs.itertuples():
@@ -136,7 +145,8 @@ class Progress:
         if unknown and self.work_done:
             zero_shot = [c for c in unknown if not self.work[c.run_id]]
             seconds += elapsed * sum(self.work[c.run_id] for c in unknown) / self.work_done
-            seconds += len(zero_shot) * self._zero_shot_seconds(runs) / side_by_side
+            if zero_shot:
+                seconds += len(zero_shot) * self._zero_shot_seconds(runs) / side_by_side
         elif unknown:
             seconds += len(unknown) * elapsed / self.executed
         return f"{text}, about {duration(seconds)} left" if seconds else text
@@ -146,9 +156,8 @@ class Progress:
         zero_shot = set(runs.run_id[runs.status == FINISHED]) & {r for r, w in self.work.items() if not w}
         if not zero_shot:
             return 0.0
-        metrics = self.store.metrics()
-        wall = metrics[(metrics.split == "run") & (metrics.metric == "wall_time_s")
-                       & metrics.run_id.isin(zero_shot)].value
+        wall = wall_times(self.store)
+        wall = wall[wall.index.isin(zero_shot)]
         return float(wall.median()) if len(wall) else 0.0
 
     def skipped(self, cfg) -> str:

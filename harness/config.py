@@ -145,14 +145,16 @@ class RunConfig(pydantic.BaseModel):
 def expected_work(cfg: RunConfig) -> float:
     """A run's training cost as parameters × tokens (training FLOPs are about 6·N·T): the budget's
     steps taken × batch × length, times the size's non-embedding parameters (12·d²·layers for a fixed
-    width). Zero for a run that trains nothing (a zero-shot score). Relative, not a time: it
-    orders runs and shares the time left among them."""
+    width) and the backbones the task's model trains (an encoder-decoder's two). Zero for a run that
+    trains nothing (a zero-shot score). Relative, not a time: it orders runs and shares the time
+    left among them."""
     from architectures.sizing import preset
 
-    if is_reference(cfg.arch) or TASKS.get(cfg.task).kind == "zero_shot":
+    task = TASKS.get(cfg.task)
+    if is_reference(cfg.arch) or task.kind == "zero_shot":
         return 0.0
     size = preset(cfg.size)
-    params = size.target_params or 12 * size.d_model ** 2 * size.n_layers
+    params = (size.target_params or 12 * size.d_model ** 2 * size.n_layers) * task.backbones
     return float(params) * cfg.train.total_steps * cfg.train.batch_size * cfg.train.seq_len
 
 

@@ -159,6 +159,9 @@ class TrainedTask(Task):
     #: True where ``evaluate`` scores only the first ``max_tokens`` of a split (``dev_eval_tokens``,
     #: ``final_eval_tokens``); tasks that always score whole splits leave it False
     cuts_splits: ClassVar[bool] = False
+    #: backbones of the run's size that the model trains (an encoder-decoder: 2); weighs the run's
+    #: expected work (``harness.config.expected_work``), which orders the runs workers claim
+    backbones: ClassVar[int] = 1
 
     @classmethod
     def budget(cls, name: str, upstream: dict | None) -> dict:

@@ -364,8 +364,13 @@ def test_workers_claim_the_most_work_first_and_never_a_run_before_its_upstream()
     configs = _main_command_configs()
     ordered = claim_order(configs)
     assert sorted(c.run_id for c in ordered) == sorted(c.run_id for c in configs)
-    # mt's budget is the largest of the main command's, and a zero-shot score trains nothing
+    # mt trains the most of the main command's runs (an encoder and a decoder, so twice the work
+    # per token of ner's one backbone), and a zero-shot score trains nothing
     assert {(c.arch, c.task) for c in ordered[:2]} == {("lstm", "mt"), ("transformer", "mt")}
+    by_task = {c.task: c for c in configs if c.arch == "lstm"}
+    per_token = {task: expected_work(by_task[task]) / (c.total_steps * c.batch_size * c.seq_len)
+                 for task in ("mt", "ner") for c in [by_task[task].train]}
+    assert per_token["mt"] == 2 * per_token["ner"]
     zero_shot = {"agreement_lm", "figqa", "wsc273", "blimp_agreement", "marvin_linzen"}
     assert {c.task for c in ordered[-10:]} == zero_shot and all(expected_work(c) == 0 for c in ordered[-10:])
     position = {c.run_id: i for i, c in enumerate(ordered)}

@@ -154,8 +154,7 @@ def expected_work(cfg: RunConfig) -> float:
     if is_reference(cfg.arch) or task.kind == "zero_shot":
         return 0.0
     size = preset(cfg.size)
-    backbones = getattr(task, "backbones", 1)  # a plugin task may subclass Task itself
-    params = (size.target_params or 12 * size.d_model ** 2 * size.n_layers) * backbones
+    params = (size.target_params or 12 * size.d_model ** 2 * size.n_layers) * task.backbones
     return float(params) * cfg.train.total_steps * cfg.train.batch_size * cfg.train.seq_len
 
 

@@ -284,22 +284,22 @@ def write_tables(store: RunStore, run_ids: list[str], folder: Path) -> dict[str,
     task (``task_<label>``, with its parameter count); returns name → the Markdown file."""
     from harness.core.registry import TASKS
     from harness.rows import task_labels
-    from harness.tables import make_table
+    from harness.tables import make_tables
 
     runs = store.runs()
     runs = runs[runs.run_id.isin(run_ids)]
     labels = sorted({t for t in task_labels(runs).values() if t.split("/")[0] in TASKS})
-    tables = {"results": lambda fmt: make_table(store, fmt, run_ids=run_ids)}
+    tables = {"results": {}}
     if any(TASKS.get(t.split("/")[0]).kind != "zero_shot" for t in labels):
-        tables["efficiency"] = lambda fmt: make_table(store, fmt, run_ids=run_ids, efficiency=True)
+        tables["efficiency"] = {"efficiency": True}
     for label in labels:
-        tables[f"task_{_slug(label)}"] = lambda fmt, t=label: make_table(store, fmt, run_ids=run_ids, task=t)
+        tables[f"task_{_slug(label)}"] = {"task": label}
     folder.mkdir(parents=True, exist_ok=True)
+    suffixes = {"md": "md", "latex": "tex", "csv": "csv"}
     written = {}
-    for name, make in tables.items():
-        for fmt, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-            text = make(fmt)
-            path = folder / f"{name}.{suffix}"
+    for name, selection in tables.items():
+        for fmt, text in make_tables(store, tuple(suffixes), run_ids=run_ids, **selection).items():
+            path = folder / f"{name}.{suffixes[fmt]}"
             path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
         written[name] = folder / f"{name}.md"
     return written

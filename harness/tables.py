@@ -35,6 +35,15 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     at its best learning rate (by dev score). ``efficiency``: only the efficiency columns, for
     every task that trains."""
     check_format(fmt)
+    return make_tables(store, (fmt,), run_ids, task, protocol, stat, efficiency)[fmt]
+
+
+def make_tables(store: RunStore, fmts: tuple[str, ...], run_ids: list[str] | None = None,
+                task: str | None = None, protocol: str = "all", stat: str = "std",
+                efficiency: bool = False) -> dict[str, str]:
+    """``make_table`` in each of ``fmts`` (format → text), its numbers read and ranked once."""
+    for fmt in fmts:
+        check_format(fmt)
     suggest("protocol", protocol, PROTOCOLS)
     suggest("statistic", stat, STATS)
     if protocol == "best-lr":
@@ -54,7 +63,7 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
         runs = runs[runs.task.isin(chosen)]
         values = values[values.task.isin(chosen)]
     if runs.empty:
-        return "no runs recorded yet"
+        return {fmt: "no runs recorded yet" for fmt in fmts}
     if efficiency:
         trains = [t for t in set(runs.task) if TASKS.get(t.split("/")[0]).kind != "zero_shot"]
         runs, values = runs[runs.task.isin(trains)], values[values.task.isin(trains)]
@@ -110,8 +119,12 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
                    "; params: per task, in the one-task tables and the efficiency table (each task's "
                    "model has its own head, mt's a decoder too, so one count per backbone would match none)")
     text = f"{stated}; {caption(runs, stat, samples)}"
-    if fmt != "csv":
-        return render(table.reset_index(), text, fmt, marks)
+    return {fmt: _csv(numeric, rows) if fmt == "csv" else render(table.reset_index(), text, fmt, marks)
+            for fmt in fmts}
+
+
+def _csv(numeric: dict, rows: list[tuple[str, str]]) -> str:
+    """A table's numbers as CSV: per row, each column's mean and std."""
     flat = []
     for (label, size, col), (mean, std, n) in numeric.items():
         flat.append({"arch": label, "size": size, "column": col, "mean": mean, "std": std, "n": n})

@@ -68,12 +68,15 @@ def lr_factor(step: int, train: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; matrices decay, vectors (biases, norms) and parameters a backbone exempts do not."""
+    """AdamW; matrices decay, vectors (biases, norms) and parameters a backbone exempts do not.
+
+    ``foreach``: the multi-tensor update, which torch picks by itself only on a GPU. On the CPU it
+    gives the same values bit for bit as the per-tensor loop and halves the optimiser's time."""
     params = [p for p in model.parameters() if p.requires_grad]
     decays = [p.dim() >= 2 and not getattr(p, NO_WEIGHT_DECAY, False) for p in params]
     groups = [{"params": [p for p, d in zip(params, decays) if d], "weight_decay": train.weight_decay},
               {"params": [p for p, d in zip(params, decays) if not d], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2))
+    return torch.optim.AdamW(groups, lr=train.lr, betas=(train.beta1, train.beta2), foreach=True)
 
 
 def autocast(device: torch.device, train: TrainConfig):

@@ -143,7 +143,7 @@ class MT(TrainedTask):
     budgets = {
         # seq_len caps a training sentence in subword tokens; decoding is capped by max_len_a/b.
         # smoke is sized with the README's main command in mind (target: 10 minutes on 2 CPU cores)
-        "smoke": dict(steps=400, batch_size=64, seq_len=64, lr=2e-3, warmup_steps=40, eval_every=200),
+        "smoke": dict(steps=400, batch_size=32, seq_len=64, lr=2e-3, warmup_steps=40, eval_every=200),
         "full": dict(steps=30000, batch_size=128, seq_len=128, lr=5e-4, warmup_steps=2000, eval_every=2000),
     }
     metric_specs = specs(

@@ -164,6 +164,27 @@ def test_params_are_given_per_task_never_averaged_across_tasks(tmp_path):
     assert "0.10M" in first and "0.30M" in first
 
 
+def test_the_tables_of_every_format_made_at_once_are_those_made_one_by_one(tmp_path):
+    """write_tables reads and ranks a table once for its three files: each text is what
+    make_table gives for that format alone (seeds to rank, a failed run to note)."""
+    from harness.tables import make_table, make_tables
+
+    store = RunStore(tmp_path)
+    train = TrainConfig(**TINY_TRAIN)
+    for arch in ("gru", "lstm"):
+        for seed in (0, 1, 2):
+            cfg = RunConfig(arch=arch, task="lm", seed=seed, train=train)
+            assert store.claim(cfg)
+            _record(store, cfg, params=1e5 * (1 + seed))
+    failed = RunConfig(arch="rnn", task="lm", train=train)
+    assert store.claim(failed)
+    store.finish(failed.run_id, "diverged", [], {}, "loss became nan")
+    for selection in ({}, {"task": "lm"}, {"efficiency": True}, {"stat": "ci95"}):
+        together = make_tables(store, ("md", "latex", "csv"), **selection)
+        assert together == {fmt: make_table(store, fmt, **selection) for fmt in ("md", "latex", "csv")}
+        assert "1 diverged" in together["md"] and "\\textbf" in together["latex"], together["latex"]
+
+
 def test_the_html_report_escapes_what_the_store_holds(tmp_path):
     from harness.report import write_report
 

@@ -174,3 +174,33 @@ def test_state_space_poles_are_not_weight_decayed(arch, exempt):
     assert {names[id(p)] for p in kept if p.dim() >= 2} == exempt
     assert not exempt & {names[id(p)] for p in decayed}
     assert {p.dim() for p in decayed} == {2, 3}  # every other matrix (and convolution weight) decays
+
+
+@pytest.mark.parametrize("arch", ["lstm", "transformer", "mamba"])
+def test_the_multi_tensor_update_is_the_per_tensor_loop_bit_for_bit(arch):
+    """make_optimizer asks AdamW for its multi-tensor (foreach) update, which torch uses by
+    itself only on a GPU. On the CPU it must give the very values of the per-tensor loop that
+    trained the committed studies, or their runs would no longer reproduce."""
+    from architectures.sizing import build_backbone
+    from harness.train import make_optimizer
+
+    cfg = TrainConfig(**{**TINY_TRAIN, "weight_decay": 0.1})
+    trained = {}
+    for foreach in (True, False):
+        torch.manual_seed(0)
+        model = build_backbone(arch, "tiny")
+        initial = [p.detach().clone() for p in model.parameters()]
+        optimizer = make_optimizer(model, cfg)
+        assert optimizer.defaults["foreach"] is True
+        if not foreach:
+            for group in optimizer.param_groups:
+                group["foreach"] = False
+        data = torch.Generator().manual_seed(1)
+        for _ in range(3):
+            x = torch.randn(2, 8, model.d_model, generator=data)
+            optimizer.zero_grad()
+            model(x, None).pow(2).mean().backward()
+            optimizer.step()
+        trained[foreach] = [p.detach().clone() for p in model.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(trained[True], trained[False]))
+    assert not any(torch.equal(a, b) for a, b in zip(trained[True], initial)), "every parameter was updated"

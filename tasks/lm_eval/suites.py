@@ -204,7 +204,8 @@ class MarvinLinzen(LMEvalSuite):
     Options = MarvinLinzenOptions
     version = "1"
     scoring = ("lm-eval: ml_<test>_sentence = log P(whole sentence); ml_<test>_word = log P(critical word "
-               "| the shared prefix), for pairs that differ in one word (not the NPI tests)")
+               "| the shared prefix), for pairs that differ in one word, never the NPI tests (their pairs differ in the "
+               "licensor, before the word it licenses)")
     table_metrics = tuple((f"{phenomenon}_{mode}", "accuracy") for phenomenon in MARVIN_LINZEN
                           for mode in ("sentence", "word") if (phenomenon, mode) != ("npi", "word"))
 
@@ -218,8 +219,11 @@ class MarvinLinzen(LMEvalSuite):
         super().__init__(options, data_dir)
         folder = find_dataset("marvin_linzen_2018", ["marvin_linzen_2018.jsonl.gz"], data_dir).resolve()
         self.pairs = load_marvin_linzen(folder / "marvin_linzen_2018.jsonl.gz", options.per_condition)
-        # per test, the critical words, when every pair of the test differs in exactly one word
-        words = {test: [_critical_word(good, bad) for good, bad in rows] for test, rows in self.pairs.items()}
+        # per test, the critical words, when every pair of the test differs in exactly one word; never
+        # for NPIs: their pairs differ in the licensor ("no" / "the" authors have ever ...), which
+        # comes before the word it licenses, so P(licensor | prefix) measures no licensing
+        words = {test: [_critical_word(good, bad) for good, bad in rows] for test, rows in self.pairs.items()
+                 if test not in MARVIN_LINZEN["npi"]}
         self.words = {test: w for test, w in words.items() if all(w)}
         self.folder: Path | None = None
 

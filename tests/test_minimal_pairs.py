@@ -164,6 +164,19 @@ def test_marvin_linzen_per_construction_whole_sentence_and_critical_word(data_di
                                                                   "reflexives_word", "npi_sentence"}
 
 
+def test_marvin_linzen_leaves_nothing_in_the_hugging_face_cache(data_dir, tmp_path, monkeypatch):
+    """Its pairs are written to a temporary folder, a new path each run: the arrow copies the
+    datasets library makes of them go there too, not into the user's cache."""
+    import datasets
+
+    cache = tmp_path / "hf_cache"
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    suite("marvin_linzen", data_dir, per_condition=2).score(PrefersFirst())
+    assert not cache.exists() or not any(cache.iterdir())
+    suite("blimp_agreement", data_dir, limit=2).score(PrefersFirst())  # files of the data folder: cached
+    assert any((cache / "json").iterdir()), "the user's cache is the one patched here"
+
+
 def test_the_critical_word_is_the_one_that_differs():
     from tasks.lm_eval.suites import _critical_word
 

@@ -34,7 +34,7 @@ from harness.core.data import DataError, decode_text, find_dataset, read_bytes, 
 from harness.core.registry import TASKS
 from harness.core.metrics import Metric, MetricSpec, specs
 from tasks.base import TaskOptions, Upstream, ZeroShotTask
-from tasks.lm_eval.templates import TEMPLATES, render
+from tasks.lm_eval.templates import TEMPLATES, dump_config, render, render_config
 
 
 #: BLiMP's agreement paradigms, by phenomenon (the "linguistics_term" of their rows)
@@ -240,11 +240,11 @@ class MarvinLinzen(LMEvalSuite):
         folder = self.folder or Path("@FOLDER@")
         out = {}
         for test in self.pairs:
-            out[f"ml_{test}_sentence"] = render("minimal_pair.yaml", TASK=f"ml_{test}_sentence",
-                                                 FILE=folder / f"{test}.jsonl")
+            out[f"ml_{test}_sentence"] = _cached_in(folder, "minimal_pair.yaml", TASK=f"ml_{test}_sentence",
+                                                    FILE=folder / f"{test}.jsonl")
             if test in self.words:
-                out[f"ml_{test}_word"] = render("minimal_pair_word.yaml", TASK=f"ml_{test}_word",
-                                                 FILE=folder / f"{test}_word.jsonl")
+                out[f"ml_{test}_word"] = _cached_in(folder, "minimal_pair_word.yaml", TASK=f"ml_{test}_word",
+                                                    FILE=folder / f"{test}_word.jsonl")
         return out
 
     def summary(self, metrics: list[Metric]) -> list[Metric]:
@@ -256,6 +256,15 @@ class MarvinLinzen(LMEvalSuite):
                 if values:
                     out.append(Metric(f"{phenomenon}_{mode}", "accuracy", sum(values) / len(values)))
         return out
+
+
+def _cached_in(folder: Path, template: str, **fields) -> str:
+    """A template whose data file is written into the run's temporary ``folder``, with the arrow
+    copy the datasets library makes of it kept there too: in the user's Hugging Face cache every
+    run would leave one more copy of each file (a new path each time)."""
+    config = render_config(template, **fields)
+    config["dataset_kwargs"]["cache_dir"] = str(folder / "hf_datasets")
+    return dump_config(config)
 
 
 def _write_jsonl(path: Path, rows) -> None:

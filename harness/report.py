@@ -70,7 +70,7 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     (``out/figures``, PNG and PDF); returns the Markdown file."""
     from harness.plots import PLOTS
     from harness.rows import task_labels
-    from harness.tables import length_table, make_table
+    from harness.tables import length_table, make_tables
 
     runs = store.runs()
     if runs.empty:
@@ -79,22 +79,25 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     tables_dir, figures_dir = out / "tables", out / "figures"
     tables_dir.mkdir(exist_ok=True)
 
-    tables = {"results": lambda fmt: make_table(store, fmt),
-              "results_ci95": lambda fmt: make_table(store, fmt, stat="ci95")}
+    suffixes = {"md": "md", "latex": "tex", "csv": "csv"}
+    formats = tuple(suffixes)
+    # name → the table in every format (each table read and ranked once)
+    tables = {"results": lambda: make_tables(store, formats),
+              "results_ci95": lambda: make_tables(store, formats, stat="ci95")}
     task_of = task_labels(runs)
     labels = sorted(set(task_of.values()))
     for label in labels:
-        tables[f"task_{_slug(label)}"] = lambda fmt, t=label: make_table(store, fmt, task=t)
-    tables["efficiency"] = lambda fmt: make_table(store, fmt, efficiency=True)
+        tables[f"task_{_slug(label)}"] = lambda t=label: make_tables(store, formats, task=t)
+    tables["efficiency"] = lambda: make_tables(store, formats, efficiency=True)
     finished = {task_of[run_id] for run_id in runs[runs.status == FINISHED].run_id}
     for label in labels:
         if label in finished and TASKS.get(label.split("/")[0]).length_metric:
-            tables[f"by_length_{_slug(label)}"] = lambda fmt, t=label: length_table(store, t, fmt=fmt)
+            tables[f"by_length_{_slug(label)}"] = lambda t=label: {fmt: length_table(store, t, fmt=fmt)
+                                                                   for fmt in formats}
     rendered = {}
     for name, make in tables.items():
-        for fmt, suffix in (("md", "md"), ("latex", "tex"), ("csv", "csv")):
-            text = make(fmt)
-            (tables_dir / f"{name}.{suffix}").write_text(text if text.endswith("\n") else text + "\n")
+        for fmt, text in make().items():
+            (tables_dir / f"{name}.{suffixes[fmt]}").write_text(text if text.endswith("\n") else text + "\n")
             if fmt == "md":
                 rendered[name] = text
 

@@ -1,5 +1,5 @@
 """Paper tables from the run store: rows are architectures, columns task metrics, mean ± std over
-seeds. The public entry: ``make_table``, ``length_table``, ``mad_table`` (the MAD score),
+seeds. The public entry: ``make_table`` (``make_tables``: several formats at once), ``length_table``, ``mad_table`` (the MAD score),
 ``lr_table`` (learning-rate robustness), ``depth_table`` (depth to solve) and ``export``; the
 parts live by job in ``harness.rows`` (row and column identity, labels), ``harness.protocol``
 (dev scores, best-lr), ``harness.stats`` (summaries, spread, Welch ranking), ``harness.render``

@@ -1,7 +1,7 @@
 """Run ids never change: the ids below were computed before the contract layer, task kinds and
-metric specs existed, and every committed study's store is keyed by them. The one deliberate
-change: mt's smoke budget (600 steps of 64 sentences -> 400 of 32), whose runs no committed store
-held."""
+metric specs existed, and every committed study's store is keyed by them. The deliberate changes,
+both to mt's smoke budget, whose runs no committed store held: 600 steps of 64 sentence pairs -> 400
+of 64 -> 400 of 32."""
 from pathlib import Path
 
 import pytest

@@ -183,6 +183,8 @@ def test_the_tables_of_every_format_made_at_once_are_those_made_one_by_one(tmp_p
         together = make_tables(store, ("md", "latex", "csv"), **selection)
         assert together == {fmt: make_table(store, fmt, **selection) for fmt in ("md", "latex", "csv")}
         assert "1 diverged" in together["md"] and "\\textbf" in together["latex"], together["latex"]
+    lstm = next(row for row in together["csv"].splitlines() if row.startswith("lstm,tiny,")).split(",")
+    assert "0.51" in lstm, "the mean of seeds 0-2 (0.50, 0.51, 0.52)"
 
 
 def test_the_html_report_escapes_what_the_store_holds(tmp_path):

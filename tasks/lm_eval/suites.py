@@ -202,7 +202,7 @@ class MarvinLinzen(LMEvalSuite):
     critical word (lm-eval)."""
 
     Options = MarvinLinzenOptions
-    version = "1"
+    version = "2"  # 2: no word-level score for the NPI tests
     scoring = ("lm-eval: ml_<test>_sentence = log P(whole sentence); ml_<test>_word = log P(critical word "
                "| the shared prefix), for pairs that differ in one word, never the NPI tests (their pairs differ in the "
                "licensor, before the word it licenses)")
@@ -263,7 +263,7 @@ def _cached_in(folder: Path, template: str, **fields) -> str:
     copy the datasets library makes of it kept there too: in the user's Hugging Face cache every
     run would leave one more copy of each file (a new path each time)."""
     config = render_config(template, **fields)
-    config["dataset_kwargs"]["cache_dir"] = str(folder / "hf_datasets")
+    config.setdefault("dataset_kwargs", {})["cache_dir"] = str(folder / "hf_datasets")
     return dump_config(config)
 
 

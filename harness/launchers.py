@@ -74,9 +74,8 @@ def default_workers(configs: list[RunConfig], store: RunStore, retry_failed: boo
     """Local workers when ``--workers`` is not given: ``$HARNESS_WORKERS`` if set; else one per
     visible GPU for CUDA runs; else, on the CPU, one per core (at most ``CPU_WORKERS_MAX``), each
     with its share of the cores' threads; never more than there are runs that can start at once
-    (a run waits for the model it scores or tunes to be trained). Small models use
-    a core better alone than sharing two: on 2 cores the README's main command took 15.6 minutes
-    as one process with two threads, 10.7-11.0 as two workers with one each (docs/running.md)."""
+    (a run waits for the model it scores or tunes to be trained). Small models use a core better
+    alone than sharing two (docs/running.md, Launchers, has the measurements)."""
     if os.environ.get(WORKERS_VARIABLE):
         try:
             workers = int(os.environ[WORKERS_VARIABLE])

@@ -4,15 +4,27 @@ every special character escaped) with its marks (bold: best, †: tied with it),
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
-FORMATS = ("md", "latex", "csv")
+#: table format → the suffix of its file
+SUFFIXES = {"md": "md", "latex": "tex", "csv": "csv"}
+FORMATS = tuple(SUFFIXES)
 
 
 def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+def write_formats(folder: Path, name: str, texts: dict[str, str]) -> Path:
+    """One table's texts (format → text) as ``folder/name.<suffix>``, each ending in a newline;
+    returns the Markdown file."""
+    for fmt, text in texts.items():
+        (folder / f"{name}.{SUFFIXES[fmt]}").write_text(text if text.endswith("\n") else text + "\n",
+                                                       encoding="utf-8")
+    return folder / f"{name}.md"
 
 
 def number(x: float) -> str:

@@ -70,6 +70,7 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     (``out/figures``, PNG and PDF); returns the Markdown file."""
     from harness.plots import PLOTS
     from harness.rows import task_labels
+    from harness.render import FORMATS, write_formats
     from harness.tables import length_table, make_tables
 
     runs = store.runs()
@@ -79,27 +80,24 @@ def write_report(store: RunStore, out: Path, wandb: bool = False) -> Path:
     tables_dir, figures_dir = out / "tables", out / "figures"
     tables_dir.mkdir(exist_ok=True)
 
-    suffixes = {"md": "md", "latex": "tex", "csv": "csv"}
-    formats = tuple(suffixes)
     # name → the table in every format (each table read and ranked once)
-    tables = {"results": lambda: make_tables(store, formats),
-              "results_ci95": lambda: make_tables(store, formats, stat="ci95")}
+    tables = {"results": lambda: make_tables(store),
+              "results_ci95": lambda: make_tables(store, stat="ci95")}
     task_of = task_labels(runs)
     labels = sorted(set(task_of.values()))
     for label in labels:
-        tables[f"task_{_slug(label)}"] = lambda t=label: make_tables(store, formats, task=t)
-    tables["efficiency"] = lambda: make_tables(store, formats, efficiency=True)
+        tables[f"task_{_slug(label)}"] = lambda t=label: make_tables(store, task=t)
+    tables["efficiency"] = lambda: make_tables(store, efficiency=True)
     finished = {task_of[run_id] for run_id in runs[runs.status == FINISHED].run_id}
     for label in labels:
         if label in finished and TASKS.get(label.split("/")[0]).length_metric:
             tables[f"by_length_{_slug(label)}"] = lambda t=label: {fmt: length_table(store, t, fmt=fmt)
-                                                                   for fmt in formats}
+                                                                   for fmt in FORMATS}
     rendered = {}
     for name, make in tables.items():
-        for fmt, text in make().items():
-            (tables_dir / f"{name}.{suffixes[fmt]}").write_text(text if text.endswith("\n") else text + "\n")
-            if fmt == "md":
-                rendered[name] = text
+        texts = make()
+        write_formats(tables_dir, name, texts)
+        rendered[name] = texts["md"]
 
     figures = {}
     for kind, plot in PLOTS.items():

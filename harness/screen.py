@@ -284,6 +284,7 @@ def write_tables(store: RunStore, run_ids: list[str], folder: Path) -> dict[str,
     task (``task_<label>``, with its parameter count); returns name → the Markdown file."""
     from harness.core.registry import TASKS
     from harness.rows import task_labels
+    from harness.render import write_formats
     from harness.tables import make_tables
 
     runs = store.runs()
@@ -295,14 +296,8 @@ def write_tables(store: RunStore, run_ids: list[str], folder: Path) -> dict[str,
     for label in labels:
         tables[f"task_{_slug(label)}"] = {"task": label}
     folder.mkdir(parents=True, exist_ok=True)
-    suffixes = {"md": "md", "latex": "tex", "csv": "csv"}
-    written = {}
-    for name, selection in tables.items():
-        for fmt, text in make_tables(store, tuple(suffixes), run_ids=run_ids, **selection).items():
-            path = folder / f"{name}.{suffixes[fmt]}"
-            path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
-        written[name] = folder / f"{name}.md"
-    return written
+    return {name: write_formats(folder, name, make_tables(store, run_ids=run_ids, **selection))
+            for name, selection in tables.items()}
 
 
 def table_file_lines(written: dict[str, Path]) -> list[str]:

@@ -15,7 +15,7 @@ import pandas as pd
 from harness.captions import caption
 from harness.core.registry import TASKS, suggest
 from harness.protocol import PROTOCOLS, RATE, best_lr, dev_better, dev_scores, label_ignores
-from harness.render import cell, check_format, number, params_text, render
+from harness.render import FORMATS, cell, check_format, number, params_text, render
 from harness.rows import (EFFICIENCY, column_spec, columns, length_metric, row_labels, row_params, task_class,
                           task_labels, upstream_configs)
 from harness.core.references import SIZE as REFERENCE_SIZE
@@ -34,13 +34,12 @@ def make_table(store: RunStore, fmt: str = "md", run_ids: list[str] | None = Non
     t-test across seeds, p ≥ 0.05). Protocol ``all`` reports every setting; ``best-lr`` each row
     at its best learning rate (by dev score). ``efficiency``: only the efficiency columns, for
     every task that trains."""
-    check_format(fmt)
-    return make_tables(store, (fmt,), run_ids, task, protocol, stat, efficiency)[fmt]
+    return make_tables(store, run_ids, task, protocol, stat, efficiency, fmts=(fmt,))[fmt]
 
 
-def make_tables(store: RunStore, fmts: tuple[str, ...], run_ids: list[str] | None = None,
+def make_tables(store: RunStore, run_ids: list[str] | None = None,
                 task: str | None = None, protocol: str = "all", stat: str = "std",
-                efficiency: bool = False) -> dict[str, str]:
+                efficiency: bool = False, fmts: tuple[str, ...] = FORMATS) -> dict[str, str]:
     """``make_table`` in each of ``fmts`` (format → text), its numbers read and ranked once."""
     for fmt in fmts:
         check_format(fmt)

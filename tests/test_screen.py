@@ -180,7 +180,7 @@ def test_the_tables_of_every_format_made_at_once_are_those_made_one_by_one(tmp_p
     assert store.claim(failed)
     store.finish(failed.run_id, "diverged", [], {}, "loss became nan")
     for selection in ({}, {"task": "lm"}, {"efficiency": True}, {"stat": "ci95"}):
-        together = make_tables(store, ("md", "latex", "csv"), **selection)
+        together = make_tables(store, **selection)
         assert together == {fmt: make_table(store, fmt, **selection) for fmt in ("md", "latex", "csv")}
         assert "1 diverged" in together["md"] and "\\textbf" in together["latex"], together["latex"]
     lstm = next(row for row in together["csv"].splitlines() if row.startswith("lstm,tiny,")).split(",")

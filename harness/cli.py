@@ -180,10 +180,10 @@ def cmd_bench(args) -> int:
     from harness.plots import plot_bench
     from harness.core.registry import ARCHITECTURES, suggest
     from harness.sweep import parse_overrides
-    from harness.render import bench_table
+    from harness.render import bench_table, read_bench_csv
 
     if args.from_csv:
-        print(bench_table(pd.read_csv(args.from_csv, keep_default_na=True), args.format))
+        print(bench_table(read_bench_csv(args.from_csv), args.format))
         return 0
     if not args.arch:
         raise ValueError("harness bench needs --arch (or --from an earlier bench.csv)")

@@ -118,6 +118,15 @@ def bench_label(row) -> str:
         else f"{row['arch']} [{row['attention']}]"
 
 
+#: bench columns that are text even when they look like numbers (a git SHA of seven digits, or "1234e56")
+BENCH_TEXT_COLUMNS = ("git_sha", "device_name", "torch_version", "python_version")
+
+
+def read_bench_csv(path) -> pd.DataFrame:
+    """A ``bench.csv`` as ``harness bench`` wrote it: the environment columns stay text."""
+    return pd.read_csv(path, dtype={column: str for column in BENCH_TEXT_COLUMNS})
+
+
 def bench_table(rows: pd.DataFrame, fmt: str = "md") -> str:
     """``harness bench`` rows as a table: one row per architecture (and attention backend) and
     length; a phase that failed shows its status instead of a number."""

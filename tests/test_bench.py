@@ -179,6 +179,16 @@ def test_cli_writes_csv_table_and_plot_with_each_cell_in_its_own_process(tmp_pat
     assert "\\toprule" in latex and "lstm" in latex and "git" in latex
 
 
+@pytest.mark.parametrize("sha", ["7583335", "1234e56", "0012345"])
+def test_bench_from_keeps_a_sha_that_looks_like_a_number(tmp_path, capsys, sha):
+    rows = pd.read_csv(ROOT / "results" / "bench_cpu" / "bench.csv", dtype=str)
+    rows["git_sha"] = sha
+    rows.to_csv(tmp_path / "bench.csv", index=False)
+    for fmt in ("latex", "md"):
+        assert harness("bench", "--from", tmp_path / "bench.csv", "--format", fmt) == 0
+        assert f"git {sha}" in capsys.readouterr().out
+
+
 def test_an_interrupted_bench_keeps_the_cells_it_measured(tmp_path, monkeypatch):
     measured = []
 

@@ -67,8 +67,6 @@ def rank_column(samples: dict, better: str | None) -> dict:
         return {}
     if better not in ("higher", "lower"):
         raise ValueError(f"better must be 'higher', 'lower' or None, got {better!r}")
-    from scipy import stats
-
     means = {row: sum(v) / len(v) for row, v in samples.items() if v and all(map(math.isfinite, v))}
     if not means:
         return {}
@@ -79,6 +77,8 @@ def rank_column(samples: dict, better: str | None) -> dict:
     for row, m in means.items():
         if row in marks or len(reference) < 2 or len(samples[row]) < 2:
             continue
+        from scipy import stats  # only where there is something to test (it takes a second to load)
+
         with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value stands
             warnings.simplefilter("ignore", RuntimeWarning)
             p = stats.ttest_ind(reference, samples[row], equal_var=False).pvalue

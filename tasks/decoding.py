@@ -59,7 +59,7 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
     finished hypothesis with the best score / length**alpha (length counts the end token).
 
     Each step works on all sources at once: of a source's 2·width best candidates (by
-    ``topk``), an ending counts only among the first ``width``, and the first ``width`` that do
+    ``topk``, over each beam's 2·width most probable tokens), an ending counts only among the first ``width``, and the first ``width`` that do
     not end are the next beams. Only the endings (at most width per source and step) are read
     back to Python."""
     B, K = src.shape[0], width
@@ -76,9 +76,13 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
     for t in range(max_len):
         logp, state = model.step(tokens, state, memory)
         V = logp.shape[-1]
-        candidates = (scores[:, :, None] + logp.double().view(B, K, V)).view(B, K * V)
-        top, index = candidates.topk(min(2 * K, K * V), dim=1)
-        beam, token = index // V, index % V
+        # a beam's score is the same for all its continuations, so the 2·width best candidates
+        # of a source are among each beam's 2·width most probable tokens: only those are summed
+        n = min(2 * K, V)
+        best, best_token = logp.view(B, K, V).topk(n, dim=2)
+        candidates = (scores[:, :, None] + best.double()).view(B, K * n)
+        top, index = candidates.topk(min(2 * K, K * n), dim=1)
+        beam, token = index // n, best_token.view(B, K * n).gather(1, index)
         live = (top != float("-inf")) & ~done[:, None]
         ends = live & (token == eos)
         ends[:, K:] = False  # an ending counts only among the K best candidates

@@ -16,6 +16,7 @@ by every token of a file is stripped, with one line saying so (``keep_prefix=tru
 """
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from collections import Counter
@@ -136,6 +137,7 @@ def iob1_to_bio(tags) -> tuple[str, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def shape(word: str) -> int:
     if word.isdigit():
         kind = "digits"
@@ -154,6 +156,16 @@ def shape(word: str) -> int:
     else:
         kind = "other"
     return SHAPES.index(kind)
+
+
+def entity_types(*tag_lists) -> list[str]:
+    """The entity types of BIO tag sequences, sorted: the names of seqeval's per-type scores. A
+    tag of a type starts or continues an entity of that type wherever it stands, so seqeval reads
+    the types off each distinct tag alone."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    tags = sorted({tag for tags in tag_lists for sentence in tags for tag in sentence})
+    return sorted({kind for kind, _, _ in get_entities([[tag] for tag in tags])})
 
 
 class NEROptions(TaskOptions):
@@ -360,19 +372,20 @@ class NER(TrainedTask):
         return out, seconds
 
     def evaluate(self, model, split, train, max_tokens, lengths=True) -> list[Metric]:
-        from seqeval.metrics import classification_report, f1_score
+        from seqeval.metrics import f1_score
+        from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
 
         predicted, seconds = self.predict(model, split)
         gold = [list(s.tags) for s in self.sentences[split]]
-        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-        micro = report["micro avg"]
+        # seqeval's micro and per-type scores, without the macro and weighted averages of its
+        # classification_report (each of which chunks every sentence again)
+        precision, recall, f1, _ = precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)
+        per_type = precision_recall_fscore_support(gold, predicted, average=None, zero_division=0)[2]
         tokens = sum(len(g) for g in gold)
-        metrics = [Metric(split, "precision", micro["precision"]), Metric(split, "recall", micro["recall"]),
-                   Metric(split, "f1", micro["f1-score"]),
+        metrics = [Metric(split, "precision", precision), Metric(split, "recall", recall), Metric(split, "f1", f1),
                    Metric(split, "sentences_per_s", len(gold) / seconds),
                    Metric(split, "tokens_per_s", tokens / seconds)]
-        metrics += [Metric(split, f"f1_{kind}", scores["f1-score"]) for kind, scores in report.items()
-                    if kind not in ("micro avg", "macro avg", "weighted avg")]
+        metrics += [Metric(split, f"f1_{kind}", score) for kind, score in zip(entity_types(gold, predicted), per_type)]
         if lengths:
             metrics += by_length(split, "f1_by_length", [len(g) for g in gold], LENGTH_EDGES,
                                  lambda chosen: f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen],

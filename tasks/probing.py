@@ -19,13 +19,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sklearn.dummy import DummyClassifier
-from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 Family = Literal["logreg", "mlp"]
 #: the regularisation grids cross-validation chooses from: inverse L2 strength C (logistic
@@ -59,7 +52,12 @@ class ProbeSet:
         return ProbeSet(self.features, labels, self.groups, self.words)
 
 
-def pipeline(family: Family, seed: int) -> Pipeline:
+def pipeline(family: Family, seed: int) -> "Pipeline":
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if family == "logreg":
         clf = LogisticRegression(max_iter=1000, tol=1e-3)
     elif family == "mlp":
@@ -74,6 +72,10 @@ def fit_probe(family: Family, data: ProbeSet, seed: int = 0, params: dict | None
     """A fitted probe on ``data``: regularisation from ``params`` if given, else the best of
     ``GRIDS[family]`` by 3-fold cross-validation accuracy on ``data`` alone (folds stratified by
     label, never splitting a sentence). A set of one class gets a constant predictor."""
+    from sklearn.dummy import DummyClassifier
+    from sklearn.exceptions import ConvergenceWarning, FitFailedWarning
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+
     if len(np.unique(data.labels)) < 2:
         return DummyClassifier(strategy="most_frequent").fit(data.features, data.labels)
     model = pipeline(family, seed)
@@ -97,6 +99,9 @@ def fit_probe(family: Family, data: ProbeSet, seed: int = 0, params: dict | None
 
 def chosen_params(probe) -> dict:
     """The grid values a fitted probe was trained with ({} for a constant predictor)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
     if not isinstance(probe, Pipeline):
         return {}
     family = "logreg" if isinstance(probe.named_steps["clf"], LogisticRegression) else "mlp"

@@ -88,6 +88,48 @@ def test_seqeval_scores_on_a_hand_example(own_files, monkeypatch):
     assert metrics["sentences_per_s", None] == 2 / 0.5 and metrics["tokens_per_s", None] == 8 / 0.5
 
 
+def test_scores_equal_seqeval_classification_report_on_conll_dev(data_dir, monkeypatch):
+    """The micro and per-type scores (computed without the report's macro and weighted averages)
+    are exactly seqeval's report, on CoNLL-2003 dev tagged with every kind of error: entities
+    missed, retyped, cut short, started with I-, and of a type the gold never has."""
+    import random
+
+    from seqeval.metrics import classification_report
+
+    from harness.core.train_config import TrainConfig
+
+    cls = TASKS.get("ner")
+    task = cls(cls.Options(), data_dir)
+    gold = [list(s.tags) for s in task.sentences["dev"]]
+    rng = random.Random(0)
+    predicted = []
+    for tags in gold:
+        out = []
+        for tag in tags:
+            roll = rng.random()
+            if tag != "O" and roll < 0.1:
+                tag = "O"
+            elif tag != "O" and roll < 0.2:
+                tag = tag[:2] + rng.choice(["PER", "LOC", "ORG", "MISC"])
+            elif tag.startswith("B-") and roll < 0.3:
+                tag = "I-" + tag[2:]
+            elif tag == "O" and roll < 0.01:
+                tag = "B-DATE"
+            out.append(tag)
+        predicted.append(out)
+    monkeypatch.setattr(task, "predict", lambda model, split: (predicted, 1.0))
+    metrics = {m.name: m.value for m in task.evaluate(None, "dev", TrainConfig(steps=1, batch_size=1, seq_len=8), None,
+                                                            lengths=False)}
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    micro = report.pop("micro avg")
+    assert (metrics["precision"], metrics["recall"], metrics["f1"]) == (micro["precision"], micro["recall"],
+                                                                          micro["f1-score"])
+    types = {k: v["f1-score"] for k, v in report.items() if not k.endswith(" avg")}
+    assert set(types) == {"PER", "LOC", "ORG", "MISC", "DATE"}
+    assert {k[3:]: v for k, v in metrics.items() if k.startswith("f1_")} == types
+    assert 0.3 < metrics["f1"] < 0.9 and types["DATE"] == 0.0
+
+
 @pytest.mark.parametrize("content, message", [
     ("John B-PER\nSmith\n", r"train.txt:2: expected a token and a tag"),
     ("John B-PER\nSmith X-PER\n", r"train.txt:2: tag 'X-PER' is not O, B-TYPE or I-TYPE"),

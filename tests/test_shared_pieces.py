@@ -31,6 +31,16 @@ def test_pad_right_pads_ids_and_marks_tokens():
     assert tags.tolist() == [[1, 2], [3, -100]]
 
 
+def test_pad_of_plain_ids_equals_pad_of_tensors():
+    rows = [[5, 6, 7], [], (8,), [9, 10]]
+    for value, dtype in ((0, torch.long), (-100, torch.long), (0.5, torch.float)):
+        plain = pad(rows, value, dtype)
+        as_tensors = pad([torch.tensor(r, dtype=dtype) for r in rows], value, dtype)
+        assert all(torch.equal(a, b) for a, b in zip(plain, as_tensors)) and plain[0].dtype == dtype
+    assert pad([[5, 6, 7], [], (8,), [9, 10]], -1)[0].tolist() == [[5, 6, 7], [-1, -1, -1], [8, -1, -1], [9, 10, -1]]
+    assert pad([[], []])[0].shape == (2, 0) and pad([])[0].shape == (0, 0)
+
+
 def test_pad_shifted_gives_next_token_rows():
     inputs, targets, mask = pad_shifted([[1, 5, 6, 7], [1, 8], [1]], value=0)
     assert inputs.tolist() == [[1, 5, 6], [1, 0, 0], [0, 0, 0]]

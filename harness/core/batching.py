@@ -13,10 +13,14 @@ def pad(sequences: Sequence[Sequence[int] | torch.Tensor], value: int = 0,
     the left and ``value`` after it, ``mask`` is True on the sequence's own positions."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     width = int(lengths.max()) if len(sequences) else 0
-    ids = torch.full((len(sequences), width), value, dtype=dtype)
-    for row, seq in enumerate(sequences):
-        if len(seq):
-            ids[row, :len(seq)] = torch.as_tensor(seq, dtype=dtype)
+    if sequences and not any(isinstance(s, torch.Tensor) for s in sequences):
+        # plain ids: one conversion of the padded rows (a tensor per row costs more than the copy)
+        ids = torch.tensor([[*s, *[value] * (width - len(s))] for s in sequences], dtype=dtype)
+    else:
+        ids = torch.full((len(sequences), width), value, dtype=dtype)
+        for row, seq in enumerate(sequences):
+            if len(seq):
+                ids[row, :len(seq)] = torch.as_tensor(seq, dtype=dtype)
     return ids, torch.arange(width) < lengths[:, None]
 
 

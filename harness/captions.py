@@ -9,6 +9,7 @@ import pandas as pd
 
 from harness.core.references import is_reference
 from harness.core.registry import TASKS
+from harness.render import ENVIRONMENT_KEYS
 from harness.stats import ALPHA
 
 
@@ -16,7 +17,7 @@ def environments(runs: pd.DataFrame) -> dict[str, list[str]]:
     """Every distinct device name, torch and Python version and git SHA the runs recorded."""
     infos = [json.loads(i or "{}").get("env", {}) for i in runs["info"]]
     return {key: sorted({i.get(key) for i in infos} - {None})
-            for key in ("device_name", "torch_version", "python_version", "git_sha")}
+            for key in ENVIRONMENT_KEYS}
 
 
 def _listed(d: dict) -> str:

@@ -118,13 +118,14 @@ def bench_label(row) -> str:
         else f"{row['arch']} [{row['attention']}]"
 
 
-#: bench columns that are text even when they look like numbers (a git SHA of seven digits, or "1234e56")
-BENCH_TEXT_COLUMNS = ("git_sha", "device_name", "torch_version", "python_version")
+#: what a run or bench row records of its environment, as text even where it looks like a number
+#: (a git SHA of digits only or like "1234e56", Python "3.10")
+ENVIRONMENT_KEYS = ("device_name", "torch_version", "python_version", "git_sha")
 
 
 def read_bench_csv(path) -> pd.DataFrame:
     """A ``bench.csv`` as ``harness bench`` wrote it: the environment columns stay text."""
-    return pd.read_csv(path, dtype={column: str for column in BENCH_TEXT_COLUMNS})
+    return pd.read_csv(path, dtype={column: str for column in ENVIRONMENT_KEYS})
 
 
 def bench_table(rows: pd.DataFrame, fmt: str = "md") -> str:

@@ -59,8 +59,8 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
     finished hypothesis with the best score / length**alpha (length counts the end token).
 
     Each step works on all sources at once: of a source's 2·width best candidates (by
-    ``topk``, over each beam's 2·width most probable tokens), an ending counts only among the first ``width``, and the first ``width`` that do
-    not end are the next beams. Only the endings (at most width per source and step) are read
+    ``topk``, over each beam's 2·width most probable tokens), an ending counts only among the
+    first ``width``, and the first ``width`` that do not end are the next beams. Only the endings (at most width per source and step) are read
     back to Python."""
     B, K = src.shape[0], width
     device = src.device
@@ -78,6 +78,7 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
         V = logp.shape[-1]
         # a beam's score is the same for all its continuations, so the 2·width best candidates
         # of a source are among each beam's 2·width most probable tokens: only those are summed
+        # (candidates of equal score may come out in another order than over the whole vocabulary)
         n = min(2 * K, V)
         best, best_token = logp.view(B, K, V).topk(n, dim=2)
         candidates = (scores[:, :, None] + best.double()).view(B, K * n)

@@ -182,17 +182,36 @@ class MT(TrainedTask):
         self.paths = paths
         self.text = {split: read_parallel(a.resolve(), b.resolve()) for split, (a, b) in paths.items()}
         self.final_splits = ("valid", *(k for k in paths if k not in ("train", "valid")))
-        src_train, tgt_train = self.text["train"]
-        if options.vocab == "shared":
-            self.src_tok = self.tgt_tok = train_bpe(src_train + tgt_train, options.vocab_size)
-        else:
-            self.src_tok, self.tgt_tok = train_bpe(src_train, options.vocab_size), train_bpe(tgt_train, options.vocab_size)
-        self.encoded = {split: self._encode(*pair) for split, pair in self.text.items()}
+        self.train_kept = None  # indices of the training pairs used; None: all
         if options.train_max_src_words:
-            keep = [i for i, s in enumerate(src_train) if len(s.split()) <= options.train_max_src_words]
-            if not keep:
+            self.train_kept = [i for i, s in enumerate(self.text["train"][0])
+                               if len(s.split()) <= options.train_max_src_words]
+            if not self.train_kept:
                 raise ValueError(f"mt: no training pair has at most {options.train_max_src_words} source words")
-            self.encoded["train"] = [self.encoded["train"][i] for i in keep]
+
+    # the tokenisers and the ids are made on first use: checking the files does not need them
+    @functools.cached_property
+    def _tokenizers(self):
+        src_train, tgt_train = self.text["train"]
+        if self.options.vocab == "shared":
+            shared = train_bpe(src_train + tgt_train, self.options.vocab_size)
+            return shared, shared
+        return train_bpe(src_train, self.options.vocab_size), train_bpe(tgt_train, self.options.vocab_size)
+
+    @property
+    def src_tok(self):
+        return self._tokenizers[0]
+
+    @property
+    def tgt_tok(self):
+        return self._tokenizers[1]
+
+    @functools.cached_property
+    def encoded(self) -> dict[str, list[tuple[list[int], list[int]]]]:
+        encoded = {split: self._encode(*pair) for split, pair in self.text.items()}
+        if self.train_kept is not None:
+            encoded["train"] = [encoded["train"][i] for i in self.train_kept]
+        return encoded
 
     def _encode(self, src: tuple[str, ...], tgt: tuple[str, ...]) -> list[tuple[list[int], list[int]]]:
         a = [e.ids for e in self.src_tok.encode_batch(list(src))]

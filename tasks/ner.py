@@ -159,9 +159,9 @@ def shape(word: str) -> int:
 
 
 def entity_types(*tag_lists) -> list[str]:
-    """The entity types of BIO tag sequences, sorted: the names of seqeval's per-type scores. A
-    tag of a type starts or continues an entity of that type wherever it stands, so seqeval reads
-    the types off each distinct tag alone."""
+    """The entity types of BIO tag sequences (O, B-X and I-X, as ``read_conll`` checks), sorted:
+    the names of seqeval's per-type scores. Such a tag starts or continues an entity of its type
+    wherever it stands, so seqeval reads the types off each distinct tag alone."""
     from seqeval.metrics.sequence_labeling import get_entities
 
     tags = sorted({tag for tags in tag_lists for sentence in tags for tag in sentence})
@@ -302,7 +302,11 @@ class NER(TrainedTask):
         types = sorted({t[2:] for s in train for t in s.tags if t != "O"})
         self.tags = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
         self.tag_index = {t: i for i, t in enumerate(self.tags)}
-        self.encoded = {split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()}
+
+    @functools.cached_property
+    def encoded(self) -> dict[str, list]:
+        """Each split's sentences as ids, on first use (checking the files does not need them)."""
+        return {split: [self._encode(s) for s in sents] for split, sents in self.sentences.items()}
 
     def info(self) -> dict:
         return {"scheme_read": self.scheme, "files": {k: str(v) for k, v in self.paths.items()},
@@ -385,7 +389,7 @@ class NER(TrainedTask):
         metrics = [Metric(split, "precision", precision), Metric(split, "recall", recall), Metric(split, "f1", f1),
                    Metric(split, "sentences_per_s", len(gold) / seconds),
                    Metric(split, "tokens_per_s", tokens / seconds)]
-        metrics += [Metric(split, f"f1_{kind}", score) for kind, score in zip(entity_types(gold, predicted), per_type)]
+        metrics += [Metric(split, f"f1_{kind}", score) for kind, score in zip(entity_types(gold, predicted), per_type, strict=True)]
         if lengths:
             metrics += by_length(split, "f1_by_length", [len(g) for g in gold], LENGTH_EDGES,
                                  lambda chosen: f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen],

@@ -16,9 +16,12 @@ import hashlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 Family = Literal["logreg", "mlp"]
 #: the regularisation grids cross-validation chooses from: inverse L2 strength C (logistic
@@ -52,7 +55,7 @@ class ProbeSet:
         return ProbeSet(self.features, labels, self.groups, self.words)
 
 
-def pipeline(family: Family, seed: int) -> "Pipeline":
+def pipeline(family: Family, seed: int) -> Pipeline:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import Pipeline

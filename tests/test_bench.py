@@ -21,7 +21,7 @@ from harness.bench import (
 )
 from harness.core import measure
 from harness.core.registry import ARCHITECTURES
-from harness.render import bench_table
+from harness.render import bench_table, read_bench_csv
 from tests.conftest import ROOT, harness
 
 QUICK = dict(lengths=[8, 16], size="tiny", batch=2, warmup=0, repeats=1, min_seconds=0, decode_tokens=4,
@@ -182,8 +182,9 @@ def test_cli_writes_csv_table_and_plot_with_each_cell_in_its_own_process(tmp_pat
 @pytest.mark.parametrize("sha", ["7583335", "1234e56", "0012345"])
 def test_bench_from_keeps_a_sha_that_looks_like_a_number(tmp_path, capsys, sha):
     rows = pd.read_csv(ROOT / "results" / "bench_cpu" / "bench.csv", dtype=str)
-    rows["git_sha"] = sha
+    rows["git_sha"], rows["python_version"] = sha, "3.10"
     rows.to_csv(tmp_path / "bench.csv", index=False)
+    assert set(read_bench_csv(tmp_path / "bench.csv")[["git_sha", "python_version"]].iloc[0]) == {sha, "3.10"}
     for fmt in ("latex", "md"):
         assert harness("bench", "--from", tmp_path / "bench.csv", "--format", fmt) == 0
         assert f"git {sha}" in capsys.readouterr().out

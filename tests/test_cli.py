@@ -206,3 +206,14 @@ def test_a_closed_pipe_ends_the_command_quietly():
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_planning_a_sweep_and_ranking_one_seed_load_neither_scikit_learn_nor_scipy_stats():
+    """They take a second or more each to import: only a probe (scikit-learn) and a t-test
+    between seeds (scipy.stats) load them."""
+    code = ("import sys; from harness.core.registry import selected_tasks; from harness.stats import rank_column; "
+            "selected_tasks(['all']); assert rank_column({'a': [1.0], 'b': [2.0]}, 'higher') == {'b': 'best'}; "
+            "print(sorted(m for m in ('sklearn', 'scipy.stats') if m in sys.modules)); "
+            "rank_column({'a': [1.0, 1.1], 'b': [2.0, 2.2]}, 'higher'); print('scipy.stats' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout

@@ -207,6 +207,23 @@ class Table:
         return state[index]
 
 
+@pytest.mark.parametrize("width", [2, 4, 5])
+def test_beam_search_equals_the_loop_on_a_vocabulary_smaller_than_two_beams(width):
+    """Every continuation of every beam is a candidate when the vocabulary has fewer than
+    2·width tokens; distinct random log-probabilities, so no two candidates tie."""
+    endings = out_of_length = 0
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = Table({}, vocab=6)
+        model.logp = torch.randn(6, 6).mul(2).log_softmax(-1)
+        src, mask = torch.zeros(3, 4, dtype=torch.long), torch.ones(3, 4, dtype=torch.bool)
+        fast = beam_search(model, src, mask, BOS, EOS, 7, width, 0.6)
+        slow, ended, unfinished = loop_beam_search(model, src, mask, BOS, EOS, 7, width, 0.6)
+        assert [(h.tokens, h.score) for h in fast] == slow, f"seed {seed}"
+        endings, out_of_length = endings + ended, out_of_length + unfinished
+    assert endings > 0 and out_of_length > 0, "both ways for a source to finish were reached"
+
+
 def test_beam_search_finds_what_greedy_misses():
     A, B = 4, 5
     # greedy takes A (0.6), then has to end at 0.34: 0.204; B (0.4) then the end (1.0) is 0.4

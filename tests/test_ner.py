@@ -6,7 +6,7 @@ import torch
 
 from harness.core.registry import TASKS
 from harness.store import RunStore
-from tasks.ner import iob1_to_bio, read_conll, starts_entity_with_i
+from tasks.ner import entity_types, iob1_to_bio, read_conll, starts_entity_with_i
 from tests.conftest import TINY_SETS, harness
 
 
@@ -86,6 +86,15 @@ def test_seqeval_scores_on_a_hand_example(own_files, monkeypatch):
     assert metrics["f1_ORG", None] == pytest.approx(2 / 3)  # 1 right of 2 predicted, 1 gold
     assert metrics["f1_by_length", 5] == pytest.approx(3 / 4) and metrics["sentences_by_length", 5] == 2
     assert metrics["sentences_per_s", None] == 2 / 0.5 and metrics["tokens_per_s", None] == 8 / 0.5
+
+
+def test_entity_types_are_the_names_of_seqevals_per_type_scores():
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    gold = [["B-PER", "I-PER", "O", "I-LOC"], ["B-ORG", "B-ORG-X", "O"]]
+    predicted = [["O", "B-MISC", "I-MISC", "O"], ["I-zeta", "O", "B-A_B"]]  # types only predicted
+    found = sorted({kind for kind, _, _ in get_entities(gold)} | {kind for kind, _, _ in get_entities(predicted)})
+    assert entity_types(gold, predicted) == found == ["A_B", "LOC", "MISC", "ORG", "ORG-X", "PER", "zeta"]
 
 
 def test_scores_equal_seqeval_classification_report_on_conll_dev(data_dir, monkeypatch):

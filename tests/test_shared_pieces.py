@@ -39,6 +39,8 @@ def test_pad_of_plain_ids_equals_pad_of_tensors():
         assert all(torch.equal(a, b) for a, b in zip(plain, as_tensors)) and plain[0].dtype == dtype
     assert pad([[5, 6, 7], [], (8,), [9, 10]], -1)[0].tolist() == [[5, 6, 7], [-1, -1, -1], [8, -1, -1], [9, 10, -1]]
     assert pad([[], []])[0].shape == (2, 0) and pad([])[0].shape == (0, 0)
+    whole = torch.tensor([[1, 2], [3, 4]])  # a batch of equal rows, as one tensor or array
+    assert torch.equal(pad(whole)[0], whole) and torch.equal(pad(whole.numpy())[0], whole)
 
 
 def test_pad_shifted_gives_next_token_rows():

@@ -13,7 +13,7 @@ def pad(sequences: Sequence[Sequence[int] | torch.Tensor], value: int = 0,
     the left and ``value`` after it, ``mask`` is True on the sequence's own positions."""
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     width = int(lengths.max()) if len(sequences) else 0
-    if sequences and not any(isinstance(s, torch.Tensor) for s in sequences):
+    if len(sequences) and not any(isinstance(s, torch.Tensor) for s in sequences):
         # plain ids: one conversion of the padded rows (a tensor per row costs more than the copy)
         ids = torch.tensor([[*s, *[value] * (width - len(s))] for s in sequences], dtype=dtype)
     else:

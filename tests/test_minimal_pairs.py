@@ -183,3 +183,16 @@ def test_the_critical_word_is_the_one_that_differs():
     assert _critical_word("the authors that the guard likes laugh", "the authors that the guard likes laughs") == \
         {"prefix": "the authors that the guard likes", "word_good": "laugh", "word_bad": "laughs"}
     assert _critical_word("no authors have ever been popular", "the authors that no guards like have") is None
+
+
+def test_no_suite_template_is_a_jinja_string():
+    """lm-eval compiles a Jinja template (even an empty one) again for every item: a column name,
+    a number or a ``!function`` each suite's fields must be."""
+    from tasks.lm_eval.templates import TEMPLATES
+
+    fields = [(path.name, line) for path in sorted(TEMPLATES.glob("*.yaml"))
+              for line in path.read_text().splitlines() if line.startswith("doc_to_")]
+    assert len(fields) >= 15
+    for name, line in fields:
+        value = line.split(":", 1)[1].strip()
+        assert value and "{" not in value and value not in ('""', "''"), f"{name}: {line}"

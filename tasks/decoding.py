@@ -60,8 +60,8 @@ def beam_search(model, src, src_mask, bos: int, eos: int, max_len: int, width: i
 
     Each step works on all sources at once: of a source's 2·width best candidates (by
     ``topk``, over each beam's 2·width most probable tokens), an ending counts only among the
-    first ``width``, and the first ``width`` that do not end are the next beams. Only the endings (at most width per source and step) are read
-    back to Python."""
+    first ``width``, and the first ``width`` that do not end are the next beams. Only the endings
+    (at most width per source and step) are read back to Python."""
     B, K = src.shape[0], width
     device = src.device
     memory = model.encode(src, src_mask).repeat(K)

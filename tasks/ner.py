@@ -389,7 +389,8 @@ class NER(TrainedTask):
         metrics = [Metric(split, "precision", precision), Metric(split, "recall", recall), Metric(split, "f1", f1),
                    Metric(split, "sentences_per_s", len(gold) / seconds),
                    Metric(split, "tokens_per_s", tokens / seconds)]
-        metrics += [Metric(split, f"f1_{kind}", score) for kind, score in zip(entity_types(gold, predicted), per_type, strict=True)]
+        metrics += [Metric(split, f"f1_{kind}", score)
+                    for kind, score in zip(entity_types(gold, predicted), per_type, strict=True)]
         if lengths:
             metrics += by_length(split, "f1_by_length", [len(g) for g in gold], LENGTH_EDGES,
                                  lambda chosen: f1_score([gold[i] for i in chosen], [predicted[i] for i in chosen],
